@@ -1,0 +1,2 @@
+//! Ringway core.
+#![cfg_attr(not(feature = "std"), no_std)]
