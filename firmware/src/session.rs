@@ -1,0 +1,305 @@
+//! The device's MQTT session: connect, reconnect with backoff, publish the outbox with QoS 1,
+//! deliver commands.
+
+use embassy_futures::select::{select3, Either3};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{IpEndpoint, Stack};
+use embassy_sync::blocking_mutex::raw::RawMutex;
+use embassy_time::{with_timeout, Duration, Instant, Timer};
+use minimq::{ConfigBuilder, ConnectEvent, Publication, QoS, TopicFilter, Will};
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::command::{CommandFilter, CommandHandler};
+use crate::fmt::{debug, info, warning};
+use crate::outbox::{OpStatus, Outbox};
+use crate::topics::{client_id, TopicError, Topics};
+use crate::wire::{encode_telemetry, WireBuf, TELEMETRY_WIRE_SIZE};
+
+/// How a device connects.
+#[derive(Debug, Clone)]
+pub struct SessionConfig<'a> {
+    /// Address of the gateway (or broker).
+    pub broker: IpEndpoint,
+    /// Topic prefix; topics are `{prefix}/{device id}/{telemetry,cmd,status}`.
+    pub topic_prefix: &'a str,
+    /// MQTT client id; `None` derives `ringway-{device id}`.
+    pub client_id: Option<&'a str>,
+    /// User name and password, if the gateway requires them.
+    pub credentials: Option<(&'a str, &'a [u8])>,
+    /// MQTT keep-alive in seconds.
+    pub keepalive_secs: u16,
+    /// MQTT 5 session expiry: how long the gateway keeps the session (subscriptions and
+    /// unacknowledged publishes) after the connection drops. 0 starts fresh every time.
+    pub session_expiry_secs: u32,
+    /// Reconnect delays.
+    pub backoff: BackoffPolicy,
+    /// Limit for establishing TCP and completing CONNECT/CONNACK.
+    pub connect_timeout: Duration,
+    /// A publish not acknowledged within this time is taken as a dead link: the connection is
+    /// dropped and everything unacknowledged is sent again on the next one.
+    pub ack_timeout: Duration,
+}
+
+impl<'a> SessionConfig<'a> {
+    /// Defaults: prefix `devices`, keep-alive 30 s, session expiry 600 s, connect timeout 10 s,
+    /// ack timeout 15 s.
+    pub fn new(broker: IpEndpoint) -> Self {
+        Self {
+            broker,
+            topic_prefix: "devices",
+            client_id: None,
+            credentials: None,
+            keepalive_secs: 30,
+            session_expiry_secs: 600,
+            backoff: BackoffPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Memory the session works in, owned by the application (typically `static` buffers).
+pub struct SessionBuffers<'a> {
+    /// TCP receive window.
+    pub tcp_rx: &'a mut [u8],
+    /// TCP send buffer.
+    pub tcp_tx: &'a mut [u8],
+    /// Largest inbound MQTT packet (commands are small; 256 bytes is plenty).
+    pub mqtt_rx: &'a mut [u8],
+    /// Outbound MQTT packets, including the retained copies of in-flight QoS 1 publishes:
+    /// about `window * (TELEMETRY_WIRE_SIZE + topic + 16)` plus 256 bytes.
+    pub mqtt_tx: &'a mut [u8],
+}
+
+/// Why the session stopped for good (everything else is retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SessionError {
+    /// The topic prefix or client id cannot be used.
+    Topic(TopicError),
+    /// The MQTT client rejected the configuration (client id too long, bad will, buffers).
+    Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum LinkError {
+    TcpConnect,
+    MqttConnect,
+    Timeout,
+    Io,
+    AckTimeout,
+    Encode,
+}
+
+const ONLINE: &[u8] = b"online";
+const OFFLINE: &[u8] = b"offline";
+/// How often the session wakes up to check acknowledgement deadlines when idle.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A device's connection to the gateway, publishing from `outbox` with at most `WINDOW`
+/// unacknowledged QoS 1 publishes.
+pub struct Session<'a, M: RawMutex, const N: usize, const WINDOW: usize> {
+    stack: Stack<'a>,
+    outbox: &'a Outbox<M, N>,
+    config: SessionConfig<'a>,
+    topics: Topics,
+}
+
+impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WINDOW> {
+    /// A session for the outbox's device over `stack`.
+    pub fn new(
+        stack: Stack<'a>,
+        outbox: &'a Outbox<M, N>,
+        config: SessionConfig<'a>,
+    ) -> Result<Self, SessionError> {
+        let topics =
+            Topics::new(config.topic_prefix, outbox.device_id()).map_err(SessionError::Topic)?;
+        Ok(Self {
+            stack,
+            outbox,
+            config,
+            topics,
+        })
+    }
+
+    /// The topics this session uses.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Run forever: connect, publish, receive commands, and reconnect with exponential backoff
+    /// whenever the link fails. Returns only for configuration errors.
+    pub async fn run<H: CommandHandler>(
+        &mut self,
+        buffers: SessionBuffers<'_>,
+        handler: &mut H,
+    ) -> SessionError {
+        let SessionBuffers {
+            tcp_rx,
+            tcp_tx,
+            mqtt_rx,
+            mqtt_tx,
+        } = buffers;
+        let derived;
+        let client = match self.config.client_id {
+            Some(id) => id,
+            None => match client_id("ringway", self.outbox.device_id()) {
+                Ok(id) => {
+                    derived = id;
+                    derived.as_str()
+                }
+                Err(e) => return SessionError::Topic(e),
+            },
+        };
+        let mut mqtt_config =
+            match ConfigBuilder::new(minimq::Buffers::new(mqtt_rx, mqtt_tx)).client_id(client) {
+                Ok(c) => c
+                    .keepalive_interval(self.config.keepalive_secs)
+                    .session_expiry_interval(self.config.session_expiry_secs),
+                Err(_) => return SessionError::Config,
+            };
+        if let Some((user, password)) = self.config.credentials {
+            mqtt_config = match mqtt_config.auth(user, password) {
+                Ok(c) => c,
+                Err(_) => return SessionError::Config,
+            };
+        }
+        let will = match Will::new(self.topics.status.as_str(), OFFLINE, &[]) {
+            Ok(w) => w.retained().qos(QoS::AtLeastOnce),
+            Err(_) => return SessionError::Config,
+        };
+        mqtt_config = match mqtt_config.will(will) {
+            Ok(c) => c,
+            Err(_) => return SessionError::Config,
+        };
+        let mut mqtt = minimq::Session::new(mqtt_config);
+        let mut backoff = Backoff::new(self.config.backoff, self.outbox.device_id().0);
+        let mut commands = CommandFilter::new(self.outbox.device_id());
+        let mut wire = WireBuf::<TELEMETRY_WIRE_SIZE>::new();
+
+        loop {
+            let result = self
+                .serve(
+                    &mut mqtt,
+                    tcp_rx,
+                    tcp_tx,
+                    &mut backoff,
+                    &mut commands,
+                    &mut wire,
+                    handler,
+                )
+                .await;
+            let Err(e) = result;
+            self.outbox.update_stats(|s| s.connection_failures += 1);
+            let delay = backoff.next_delay();
+            warning!(
+                "link down ({:?}); reconnecting in {} ms",
+                e,
+                delay.as_millis()
+            );
+            Timer::after(delay).await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve<H: CommandHandler>(
+        &mut self,
+        mqtt: &mut minimq::Session<'_>,
+        tcp_rx: &mut [u8],
+        tcp_tx: &mut [u8],
+        backoff: &mut Backoff,
+        commands: &mut CommandFilter,
+        wire: &mut WireBuf<TELEMETRY_WIRE_SIZE>,
+        handler: &mut H,
+    ) -> Result<core::convert::Infallible, LinkError> {
+        let mut socket = TcpSocket::new(self.stack, tcp_rx, tcp_tx);
+        // A silent peer is detected by MQTT keep-alive; this bounds a stuck TCP write.
+        let keepalive = u64::from(self.config.keepalive_secs.max(1));
+        socket.set_timeout(Some(Duration::from_secs(keepalive * 2)));
+        match with_timeout(
+            self.config.connect_timeout,
+            socket.connect(self.config.broker),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(LinkError::TcpConnect),
+            Err(_) => return Err(LinkError::Timeout),
+        }
+        let mut conn = match with_timeout(self.config.connect_timeout, mqtt.connect(socket)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(_)) => return Err(LinkError::MqttConnect),
+            Err(_) => return Err(LinkError::Timeout),
+        };
+        backoff.reset();
+        self.outbox.update_stats(|s| s.connects += 1);
+        let resumed = conn.connect_event() == ConnectEvent::Reconnected;
+        info!("connected (session resumed: {})", resumed);
+        if !resumed {
+            // A fresh broker session knows nothing of earlier publishes or subscriptions.
+            self.outbox.requeue_in_flight();
+            conn.subscribe(&[TopicFilter::new(self.topics.command.as_str())], &[])
+                .await
+                .map_err(|_| LinkError::Io)?;
+        }
+        conn.publish(
+            Publication::bytes(self.topics.status.as_str(), ONLINE)
+                .qos(QoS::AtMostOnce)
+                .retain(),
+        )
+        .await
+        .map_err(|_| LinkError::Io)?;
+
+        loop {
+            let (in_flight, oldest) = self.outbox.reconcile(|op| {
+                if conn.is_complete(op) {
+                    OpStatus::Complete
+                } else if conn.is_invalidated(op) {
+                    OpStatus::Lost
+                } else {
+                    OpStatus::Pending
+                }
+            });
+            if oldest.is_some_and(|t| t.elapsed() > self.config.ack_timeout) {
+                return Err(LinkError::AckTimeout);
+            }
+            let mut in_flight = in_flight;
+            while in_flight < WINDOW && conn.can_publish(QoS::AtLeastOnce) {
+                let Some(telemetry) = self.outbox.next_queued() else {
+                    break;
+                };
+                let bytes = encode_telemetry(&telemetry, wire).map_err(|_| LinkError::Encode)?;
+                let op = conn
+                    .publish(
+                        Publication::bytes(self.topics.telemetry.as_str(), bytes)
+                            .qos(QoS::AtLeastOnce),
+                    )
+                    .await
+                    .map_err(|_| LinkError::Io)?;
+                self.outbox
+                    .mark_in_flight(telemetry.seq, op, Instant::now());
+                in_flight += 1;
+            }
+
+            match select3(conn.poll(), self.outbox.wait(), Timer::after(TICK)).await {
+                Either3::First(Ok(Some(publish))) => {
+                    if publish.topic() == self.topics.command.as_str() {
+                        let delivered = commands.deliver(publish.payload(), handler);
+                        self.outbox.update_stats(|s| {
+                            if delivered {
+                                s.commands += 1
+                            } else {
+                                s.rejected_commands += 1
+                            }
+                        });
+                    } else {
+                        debug!("ignoring publish on unexpected topic");
+                    }
+                }
+                Either3::First(Ok(None)) | Either3::Second(()) | Either3::Third(()) => {}
+                Either3::First(Err(_)) => return Err(LinkError::Io),
+            }
+        }
+    }
+}
