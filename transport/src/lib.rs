@@ -1,2 +1,10 @@
-//! Placeholder: this crate is filled by its own issue; it exports nothing yet.
-#![no_std]
+//! Ringway replication: a sender tails a local stream and ships its frames; a receiver writes
+//! them into a replica stream at the same positions, byte for byte.
+//!
+//! - [`wire`]: the packet format, encoder and decoder (see `docs/replication.md`).
+//! - [`io`]: datagram I/O over io_uring with a plain-socket fallback; [`loss`] injects faults.
+
+pub mod auth;
+pub mod frame;
+pub mod io;
+pub mod wire;
