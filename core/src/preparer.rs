@@ -1,0 +1,204 @@
+//! The segment preparer: a background thread per writer that creates (or recycles) and pre-faults
+//! the next segment and applies retention, so a segment roll on the hot path is a pointer swap.
+
+use crate::error::Result;
+use crate::segment::{list_segments, segment_path, Segment};
+use crate::stream::Shared;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+enum Request {
+    /// Prepare segment `index` (the writer just entered `index - 1`).
+    Prepare(u64),
+    /// Unmap a segment the writer left (munmap off the hot path).
+    Retire(Segment),
+}
+
+/// Handle to the preparer thread.
+pub(crate) struct Preparer {
+    tx: Option<Sender<Request>>,
+    rx: Receiver<(u64, Result<Segment>)>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    pending: Option<u64>,
+}
+
+impl Preparer {
+    pub fn spawn(shared: Arc<Shared>) -> Preparer {
+        let (tx, req_rx) = channel::<Request>();
+        let (done_tx, rx) = channel();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ringway-prep-{}", shared.name))
+            .spawn(move || {
+                while let Ok(req) = req_rx.recv() {
+                    match req {
+                        Request::Prepare(index) => {
+                            let r = prepare(&s, index);
+                            if done_tx.send((index, r)).is_err() {
+                                return;
+                            }
+                        }
+                        Request::Retire(seg) => drop(seg),
+                    }
+                }
+            })
+            .ok();
+        Preparer {
+            tx: Some(tx),
+            rx,
+            thread,
+            shared,
+            pending: None,
+        }
+    }
+
+    /// Asks for segment `index` to be made ready.
+    pub fn request(&mut self, index: u64) {
+        if self.pending == Some(index) {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            if self.thread.is_some() && tx.send(Request::Prepare(index)).is_ok() {
+                self.pending = Some(index);
+            }
+        }
+    }
+
+    /// Hands a segment the writer no longer uses to the thread for unmapping.
+    pub fn retire(&mut self, seg: Segment) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request::Retire(seg));
+        }
+    }
+
+    /// Takes segment `index`: the prepared one if ready (waiting for it if requested), else
+    /// prepares it synchronously.
+    pub fn take(&mut self, index: u64) -> Result<Segment> {
+        if self.pending == Some(index) {
+            self.pending = None;
+            while let Ok((i, r)) = self.rx.recv() {
+                if i == index {
+                    return r;
+                }
+            }
+        }
+        prepare(&self.shared, index)
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Creates or recycles segment `index` and applies retention for a writer about to enter it.
+fn prepare(s: &Shared, index: u64) -> Result<Segment> {
+    let cfg = &s.config;
+    let size = cfg.segment_size;
+    let meta = s.meta.get();
+    if let Some(ring) = cfg.ring_segments {
+        let ring = ring as u64;
+        if index >= ring {
+            let old = index - ring;
+            if let Ok(Some(existing)) = Segment::open(&s.dir, index, size, true) {
+                // Already prepared by an earlier writer that died before entering it.
+                return Ok(existing);
+            }
+            advance_first_position(s, (old + 1) * size);
+            meta.retention
+                .deleted_segments
+                .fetch_add(1, Ordering::Relaxed);
+            return Segment::recycle(&s.dir, old, index, size, cfg.file_mode);
+        }
+        return Segment::create(&s.dir, index, size, cfg.file_mode);
+    }
+    let seg = Segment::create(&s.dir, index, size, cfg.file_mode)?;
+    apply_retention(s, index);
+    Ok(seg)
+}
+
+/// Publishes a new first position before segments below it are deleted or recycled.
+fn advance_first_position(s: &Shared, first: u64) {
+    let prev = s
+        .meta
+        .get()
+        .retention
+        .first_position
+        .fetch_max(first, Ordering::Release);
+    if prev < first {
+        // Release fence: readers validate a frame by reading its bytes, then `fence(Acquire)`,
+        // then the first position; if they saw any byte changed by the zeroing or deletion that
+        // follows, they also see the new first position (seqlock pattern).
+        fence(Ordering::Release);
+    }
+}
+
+/// Deletes the oldest segments beyond the retention limits, keeping `current` and the one before.
+pub(crate) fn apply_retention(s: &Shared, current: u64) {
+    let r = s.config.retention;
+    if r.max_segments.is_none() && r.max_bytes.is_none() && r.max_age.is_none() {
+        return;
+    }
+    let size = s.config.segment_size;
+    let Ok(mut segs) = list_segments(&s.dir) else {
+        return;
+    };
+    segs.retain(|&p| p / size <= current);
+    let now = crate::clock::system_now_ns();
+    let mut delete = 0usize;
+    let keep_min = 2usize;
+    while segs.len() - delete > keep_min {
+        let n = segs.len() - delete;
+        let over_count = r.max_segments.is_some_and(|m| n > m as usize);
+        let over_bytes = r.max_bytes.is_some_and(|b| n as u64 * size > b);
+        let over_age = r.max_age.is_some_and(|age| {
+            // A segment is as old as the first frame of the segment after it (when it was sealed).
+            let next = segs[delete] / size + 1;
+            first_timestamp(s, next)
+                .is_some_and(|ts| now.saturating_sub(ts) > age.as_nanos() as u64)
+        });
+        if over_count || over_bytes || over_age {
+            delete += 1;
+        } else {
+            break;
+        }
+    }
+    if delete == 0 {
+        return;
+    }
+    let first = segs[delete];
+    advance_first_position(s, first);
+    for &p in &segs[..delete] {
+        if std::fs::remove_file(segment_path(&s.dir, p / size, size)).is_ok() {
+            s.meta
+                .get()
+                .retention
+                .deleted_segments
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Timestamp of the first data frame of segment `index`, if it has one.
+pub(crate) fn first_timestamp(s: &Shared, index: u64) -> Option<u64> {
+    let seg = Segment::open(&s.dir, index, s.config.segment_size, false).ok()??;
+    let mut off = 0;
+    while off < s.config.segment_size {
+        match crate::protocol::peek(&seg, off, seg.tag()) {
+            crate::protocol::Peek::Data { .. } => {
+                // SAFETY: observed committed with Acquire.
+                return Some(unsafe { crate::protocol::read_fields(&seg, off) }.timestamp_ns);
+            }
+            crate::protocol::Peek::Padding { len } => off += len as u64,
+            _ => return None,
+        }
+    }
+    None
+}

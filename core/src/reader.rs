@@ -1,0 +1,492 @@
+//! Readers: lock-free, zero-copy, any number per stream, in any process.
+
+use crate::error::{Error, Result};
+use crate::frame::{align_up, payload_offset, HeaderFields, HEADER_LEN};
+use crate::protocol::{self, Peek};
+use crate::segment::Segment;
+use crate::stream::Shared;
+use crate::Position;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained frame.
+    Beginning,
+    /// After the last committed frame: only new messages.
+    End,
+    /// A frame position (must be a frame boundary still retained).
+    Position(Position),
+    /// The first frame whose timestamp is at or after this many ns since the Unix epoch.
+    Time(u64),
+}
+
+/// A committed frame, borrowed from the mapping.
+#[derive(Clone, Copy)]
+pub struct Frame<'a> {
+    position: Position,
+    fields: HeaderFields,
+    raw: &'a [u8],
+    padding: bool,
+}
+
+impl std::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("position", &self.position)
+            .field("type_id", &self.fields.type_id)
+            .field("len", &self.payload().len())
+            .field("padding", &self.padding)
+            .finish()
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// Position of the frame.
+    #[inline]
+    pub fn position(&self) -> Position {
+        self.position
+    }
+    /// Position of the frame after this one.
+    #[inline]
+    pub fn next_position(&self) -> Position {
+        let stride = if self.padding {
+            self.raw.len() as u64
+        } else {
+            align_up(self.raw.len() as u64)
+        };
+        Position(self.position.0 + stride)
+    }
+    /// Write time, ns since the Unix epoch.
+    #[inline]
+    pub fn timestamp_ns(&self) -> u64 {
+        self.fields.timestamp_ns
+    }
+    /// User type id.
+    #[inline]
+    pub fn type_id(&self) -> u32 {
+        self.fields.type_id
+    }
+    /// Schema version of the type id.
+    #[inline]
+    pub fn schema_version(&self) -> u16 {
+        self.fields.schema_version
+    }
+    /// Header flags.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.fields.flags
+    }
+    /// Frame kind (data or metadata).
+    #[inline]
+    pub fn kind(&self) -> u8 {
+        self.fields.kind
+    }
+    /// All header fields.
+    #[inline]
+    pub fn header(&self) -> HeaderFields {
+        self.fields
+    }
+    /// `true` for padding frames (only yielded by the raw readers).
+    #[inline]
+    pub fn is_padding(&self) -> bool {
+        self.padding
+    }
+    /// Frame metadata (e.g. an MQTT topic), empty if none.
+    #[inline]
+    pub fn meta(&self) -> &'a [u8] {
+        if self.padding {
+            return &[];
+        }
+        &self.raw[HEADER_LEN..HEADER_LEN + self.fields.meta_len as usize]
+    }
+    /// The message payload. Its address is 8-byte aligned.
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        if self.padding {
+            return &[];
+        }
+        &self.raw[payload_offset(self.fields.meta_len as usize)..]
+    }
+    /// The frame's bytes exactly as stored: header, meta and payload (padding: its whole length).
+    #[inline]
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+/// Reads a stream from a position onwards.
+///
+/// Readers never block and never take locks: [`Reader::poll`] returns 0 when nothing new is
+/// committed. They map segments read-only; only abandoned-claim recovery opens a segment for
+/// writing, briefly.
+pub struct Reader {
+    shared: Arc<Shared>,
+    seg: Option<Segment>,
+    /// Segment index the reader is in.
+    index: u64,
+    /// Segment-local offset of the next frame.
+    off: u64,
+    size: u64,
+    ring: bool,
+    multi: bool,
+    /// Where and since when the reader has been waiting on an unpublished frame.
+    stall: Option<(u64, Instant)>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("stream", &self.shared.name)
+            .field("position", &self.position())
+            .finish()
+    }
+}
+
+enum Step {
+    Frame(u64),
+    Pad(u64),
+    Wait,
+}
+
+impl Reader {
+    pub(crate) fn open(shared: Arc<Shared>, start: Start) -> Result<Reader> {
+        let size = shared.segment_size();
+        let mut r = Reader {
+            ring: shared.config.ring_segments.is_some(),
+            multi: shared.config.multi_writer,
+            shared,
+            seg: None,
+            index: 0,
+            off: 0,
+            size,
+            stall: None,
+        };
+        let first = r.shared.first_position();
+        let pos = match start {
+            Start::Beginning => first,
+            Start::End => {
+                let m = r.shared.meta.get();
+                if r.multi {
+                    m.claim.claim_tail.load(Ordering::Acquire)
+                } else {
+                    m.writer.tail.load(Ordering::Acquire)
+                }
+            }
+            Start::Position(p) => r.check_boundary(p.0)?,
+            Start::Time(ns) => crate::seek::position_for_time(&r.shared, ns)?,
+        };
+        r.index = pos / size;
+        r.off = pos % size;
+        Ok(r)
+    }
+
+    /// Checks that `pos` is retained and a frame boundary.
+    fn check_boundary(&self, pos: u64) -> Result<u64> {
+        let first = self.shared.first_position();
+        if pos < first {
+            return Err(Error::Lapped {
+                requested: Position(pos),
+                oldest: Position(first),
+            });
+        }
+        let size = self.size;
+        let index = pos / size;
+        let target = pos % size;
+        let bad = || Error::BadPosition {
+            requested: Position(pos),
+            tail: None,
+        };
+        if target % 8 != 0 {
+            return Err(bad());
+        }
+        let Some(seg) = Segment::open(&self.shared.dir, index, size, false)? else {
+            return if pos % size == 0
+                && index
+                    == self
+                        .shared
+                        .meta
+                        .get()
+                        .retention
+                        .current_segment
+                        .load(Ordering::Acquire)
+                        + 1
+            {
+                Ok(pos)
+            } else {
+                Err(bad())
+            };
+        };
+        let mut off = 0;
+        while off < target {
+            match protocol::peek(&seg, off, seg.tag()) {
+                Peek::Data { len } => off += align_up(len as u64),
+                Peek::Padding { len } => off += len as u64,
+                _ => return Err(bad()),
+            }
+        }
+        if off == target {
+            Ok(pos)
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// The next position this reader will read.
+    pub fn position(&self) -> Position {
+        Position(self.index * self.size + self.off)
+    }
+
+    /// Moves the reader to another start.
+    pub fn seek(&mut self, start: Start) -> Result<()> {
+        let r = Reader::open(self.shared.clone(), start)?;
+        *self = r;
+        Ok(())
+    }
+
+    /// Handles up to `limit` committed data frames with `handler`; returns how many.
+    ///
+    /// In a ring stream the writer may overwrite a frame while a slow handler still looks at it;
+    /// `poll` detects that after the handler returns and fails with [`Error::Lapped`] (the bytes
+    /// the handler saw may be torn). Copy what must outlive a lap.
+    #[inline]
+    pub fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
+        self.poll_inner(limit, false, handler)
+    }
+
+    /// As [`Reader::poll`], but also yields padding frames (for replication).
+    pub fn poll_raw<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
+        self.poll_inner(limit, true, handler)
+    }
+
+    /// The next committed data frame, if any.
+    ///
+    /// In a ring stream the frame's bytes can be overwritten by a later lap while borrowed; use
+    /// [`Reader::poll`] there.
+    pub fn next(&mut self) -> Result<Option<Frame<'_>>> {
+        self.next_inner(false)
+    }
+
+    /// As [`Reader::next`], but also yields padding frames.
+    pub fn next_raw(&mut self) -> Result<Option<Frame<'_>>> {
+        self.next_inner(true)
+    }
+
+    fn next_inner(&mut self, raw: bool) -> Result<Option<Frame<'_>>> {
+        loop {
+            match self.step()? {
+                Step::Wait => return Ok(None),
+                Step::Pad(len) => {
+                    let at = self.off;
+                    self.advance(len);
+                    if raw {
+                        let seg = self.seg_at(at, len);
+                        return Ok(Some(padding_frame(seg, at, len)));
+                    }
+                }
+                Step::Frame(len) => {
+                    let at = self.off;
+                    self.off += align_up(len);
+                    let seg = self.seg.as_ref().expect("segment mapped by step");
+                    return Ok(Some(data_frame(seg, at, len)));
+                }
+            }
+        }
+    }
+
+    fn seg_at(&self, _at: u64, _len: u64) -> &Segment {
+        self.seg.as_ref().expect("segment mapped by step")
+    }
+
+    fn poll_inner<F: FnMut(Frame<'_>)>(
+        &mut self,
+        limit: usize,
+        raw: bool,
+        mut handler: F,
+    ) -> Result<usize> {
+        let mut n = 0;
+        while n < limit {
+            match self.step()? {
+                Step::Wait => break,
+                Step::Pad(len) => {
+                    if raw {
+                        let seg = self.seg.as_ref().expect("segment mapped by step");
+                        handler(padding_frame(seg, self.off, len));
+                        n += 1;
+                    }
+                    self.advance(len);
+                }
+                Step::Frame(len) => {
+                    let seg = self.seg.as_ref().expect("segment mapped by step");
+                    handler(data_frame(seg, self.off, len));
+                    if self.ring {
+                        self.check_not_lapped()?;
+                    }
+                    self.off += align_up(len);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn advance(&mut self, len: u64) {
+        self.off += len;
+        if self.off >= self.size {
+            self.index += 1;
+            self.off = 0;
+            // The old mapping is dropped when the next step maps the new segment.
+        }
+    }
+
+    /// Classifies the frame at the reader's position, mapping segments and recovering holes.
+    #[inline]
+    fn step(&mut self) -> Result<Step> {
+        let seg = match &self.seg {
+            Some(s) if s.index() == self.index => s,
+            _ => {
+                if !self.map_segment()? {
+                    return Ok(Step::Wait);
+                }
+                self.seg.as_ref().expect("just mapped")
+            }
+        };
+        match protocol::peek(seg, self.off, seg.tag()) {
+            Peek::Data { len } => {
+                let len = len as u64;
+                let meta_len = {
+                    let b = seg.slice(self.off + 10, 2);
+                    u16::from_le_bytes([b[0], b[1]]) as usize
+                };
+                if len < HEADER_LEN as u64
+                    || self.off + align_up(len) > self.size
+                    || payload_offset(meta_len) as u64 > len
+                {
+                    return Err(
+                        self.corrupt(crate::frame::FrameError::BadLength { len: len as u32 })
+                    );
+                }
+                self.stall = None;
+                Ok(Step::Frame(len))
+            }
+            Peek::Padding { len } => {
+                let len = len as u64;
+                if len == 0 || len % 8 != 0 || self.off + len > self.size {
+                    return Err(
+                        self.corrupt(crate::frame::FrameError::BadPadding { len: len as u32 })
+                    );
+                }
+                self.stall = None;
+                Ok(Step::Pad(len))
+            }
+            Peek::Empty => {
+                self.check_not_lapped()?;
+                if self.multi {
+                    self.maybe_recover(None)?;
+                }
+                Ok(Step::Wait)
+            }
+            Peek::InProgress { len } => {
+                self.check_not_lapped()?;
+                self.maybe_recover(Some(len))?;
+                Ok(Step::Wait)
+            }
+            Peek::Foreign(w) => {
+                self.check_not_lapped()?;
+                Err(self.corrupt(crate::frame::FrameError::WrongTag {
+                    expected: seg.tag(),
+                    found: w.tag(),
+                }))
+            }
+        }
+    }
+
+    fn corrupt(&self, reason: crate::frame::FrameError) -> Error {
+        Error::CorruptFrame {
+            position: self.position(),
+            reason,
+        }
+    }
+
+    /// Fails with `Lapped` if retention or the ring has moved past the reader's position.
+    #[inline]
+    fn check_not_lapped(&self) -> Result<()> {
+        // Acquire fence: bytes read before this point (a frame's payload, or a zero word) were
+        // read before the first position below; paired with the Release fence in retention.
+        fence(Ordering::Acquire);
+        let first = self.shared.first_position();
+        let pos = self.position().0;
+        if pos < first {
+            return Err(Error::Lapped {
+                requested: Position(pos),
+                oldest: Position(first),
+            });
+        }
+        Ok(())
+    }
+
+    /// Maps the reader's segment; `false` if it does not exist yet.
+    fn map_segment(&mut self) -> Result<bool> {
+        self.seg = None;
+        match Segment::open(&self.shared.dir, self.index, self.size, false)? {
+            Some(s) => {
+                self.seg = Some(s);
+                Ok(true)
+            }
+            None => {
+                self.check_not_lapped()?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Turns an abandoned claim or hole at the reader's position into padding once it has been
+    /// stuck for the stream's claim timeout.
+    fn maybe_recover(&mut self, claimed_len: Option<u32>) -> Result<()> {
+        let pos = self.position().0;
+        let meta = self.shared.meta.get();
+        if claimed_len.is_none() {
+            // A zero word is a hole only if claims went past it.
+            if meta.claim.claim_tail.load(Ordering::Acquire) <= pos {
+                self.stall = None;
+                return Ok(());
+            }
+        }
+        let since = match self.stall {
+            Some((p, t)) if p == pos => t,
+            _ => {
+                self.stall = Some((pos, Instant::now()));
+                return Ok(());
+            }
+        };
+        if since.elapsed() < self.shared.config.claim_timeout {
+            return Ok(());
+        }
+        crate::recovery::recover_at(&self.shared, pos, claimed_len)?;
+        self.stall = None;
+        Ok(())
+    }
+}
+
+fn data_frame(seg: &Segment, off: u64, len: u64) -> Frame<'_> {
+    let raw = seg.slice(off, len as usize);
+    let fields = HeaderFields::decode(raw[8..HEADER_LEN].try_into().expect("header is 24 bytes"));
+    Frame {
+        position: Position(seg.base() + off),
+        fields,
+        raw,
+        padding: false,
+    }
+}
+
+fn padding_frame(seg: &Segment, off: u64, len: u64) -> Frame<'_> {
+    Frame {
+        position: Position(seg.base() + off),
+        fields: HeaderFields::default(),
+        raw: seg.slice(off, len as usize),
+        padding: true,
+    }
+}

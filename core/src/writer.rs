@@ -1,0 +1,587 @@
+//! Writers: the single-writer fast path, multi-writer claims, and zero-copy claims.
+
+use crate::clock::EpochClock;
+use crate::error::{Error, Result};
+use crate::frame::{
+    align_up, frame_len, payload_offset, HeaderFields, FLAG_CRC, HEADER_LEN, KIND_DATA,
+};
+use crate::meta::WRITER_SLOTS;
+use crate::preparer::Preparer;
+use crate::process::{current_pid, current_start_time, is_alive};
+use crate::protocol::{self, ClaimTail, LogMemory, MultiClaim, Peek};
+use crate::segment::Segment;
+use crate::stream::Shared;
+use crate::Position;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Per-message options beyond the payload.
+///
+/// ```
+/// use ringway_core::AppendOptions;
+/// let opts = AppendOptions { type_id: 7, schema_version: 2, meta: b"sensors/1/temp" };
+/// assert_eq!(opts.meta.len(), 14);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppendOptions<'a> {
+    /// User message type stored in the frame header.
+    pub type_id: u32,
+    /// Schema version of `type_id`.
+    pub schema_version: u16,
+    /// Frame metadata (e.g. an MQTT topic and properties), stored before the payload.
+    pub meta: &'a [u8],
+}
+
+enum Mode {
+    Single,
+    Multi { slot: usize },
+}
+
+impl ClaimTail for AtomicU64 {
+    fn load(&self, order: Ordering) -> u64 {
+        AtomicU64::load(self, order)
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        AtomicU64::compare_exchange(self, current, new, success, failure)
+    }
+}
+
+/// Appends messages to a stream.
+///
+/// A single-writer stream has one writer at a time (across processes); its appends use no
+/// read-modify-write atomics. A multi-writer stream allows any number of writers, which claim
+/// space with compare-exchange on a shared tail.
+pub struct Writer {
+    shared: Arc<Shared>,
+    seg: Segment,
+    /// Segment-local offset of the next frame (single-writer mode); written only by this writer.
+    off: u64,
+    mode: Mode,
+    clock: EpochClock,
+    preparer: Preparer,
+    messages: u64,
+    max_message: usize,
+    crc: bool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("stream", &self.shared.name)
+            .field("next", &self.next_position())
+            .finish()
+    }
+}
+
+impl Writer {
+    pub(crate) fn open(shared: Arc<Shared>) -> Result<Writer> {
+        if shared.config.replica {
+            return Err(Error::ReadOnlyReplica(shared.name.clone()));
+        }
+        let mode = if shared.config.multi_writer {
+            Mode::Multi {
+                slot: take_slot(&shared)?,
+            }
+        } else {
+            take_lock(&shared)?;
+            Mode::Single
+        };
+        let result = Self::open_locked(shared.clone(), mode);
+        if result.is_err() && !shared.config.multi_writer {
+            release_lock(&shared);
+        }
+        result
+    }
+
+    fn open_locked(shared: Arc<Shared>, mode: Mode) -> Result<Writer> {
+        let meta = shared.meta.get();
+        let size = shared.segment_size();
+        let (seg, off, messages) = match mode {
+            Mode::Single => {
+                let (seg, off) = recover_tail(&shared)?;
+                (seg, off, meta.writer.messages.load(Ordering::Relaxed))
+            }
+            Mode::Multi { .. } => {
+                let t = meta.claim.claim_tail.load(Ordering::Acquire);
+                (open_or_create(&shared, t / size)?, 0, 0)
+            }
+        };
+        let mut preparer = Preparer::spawn(shared.clone());
+        preparer.request(seg.index() + 1);
+        let max_message = shared.config.max_message_size as usize;
+        let crc = shared.config.crc;
+        Ok(Writer {
+            shared,
+            seg,
+            off,
+            mode,
+            clock: EpochClock::new(),
+            preparer,
+            messages,
+            max_message,
+            crc,
+        })
+    }
+
+    /// Appends `payload`; returns its position.
+    #[inline]
+    pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
+        self.append_with(&AppendOptions::default(), payload)
+    }
+
+    /// Appends `payload` with a type id, schema version and frame metadata.
+    pub fn append_with(&mut self, opts: &AppendOptions<'_>, payload: &[u8]) -> Result<Position> {
+        let mut claim = self.claim_inner(opts.meta.len(), payload.len())?;
+        claim.type_id = opts.type_id;
+        claim.schema_version = opts.schema_version;
+        let meta_len = opts.meta.len();
+        // SAFETY: the claim owns its frame's range until commit; meta fits between the header and
+        // the payload offset.
+        unsafe {
+            claim
+                .writer
+                .seg
+                .write_bytes(claim.off + HEADER_LEN as u64, opts.meta)
+        };
+        claim.payload_mut().copy_from_slice(payload);
+        let _ = meta_len;
+        claim.commit()
+    }
+
+    /// Appends every payload of `batch`; returns the position of the last (or the next position if empty).
+    pub fn append_batch<'p, I: IntoIterator<Item = &'p [u8]>>(
+        &mut self,
+        batch: I,
+    ) -> Result<Position> {
+        let mut last = None;
+        for p in batch {
+            last = Some(self.append(p)?);
+        }
+        Ok(last.unwrap_or_else(|| self.next_position()))
+    }
+
+    /// Claims `len` bytes of payload in the mapping for zero-copy writing.
+    ///
+    /// ```
+    /// use ringway_core::{Stream, StreamConfig};
+    /// let root = tempfile::tempdir().unwrap();
+    /// let stream = Stream::create(root.path(), "s", &StreamConfig::default().segment_size(1 << 20)).unwrap();
+    /// let mut w = stream.writer().unwrap();
+    /// let mut claim = w.try_claim(8).unwrap();
+    /// claim.payload_mut().copy_from_slice(&42u64.to_le_bytes());
+    /// claim.set_type_id(1);
+    /// let pos = claim.commit().unwrap();
+    /// assert_eq!(pos.get(), 0);
+    /// ```
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>> {
+        self.claim_inner(0, len)
+    }
+
+    /// Claims a frame with `meta_len` bytes of metadata and `len` bytes of payload; the metadata
+    /// is written with [`Claim::meta_mut`].
+    pub fn try_claim_with_meta(&mut self, meta_len: usize, len: usize) -> Result<Claim<'_>> {
+        self.claim_inner(meta_len, len)
+    }
+
+    fn claim_inner(&mut self, meta_len: usize, len: usize) -> Result<Claim<'_>> {
+        if meta_len + len > self.max_message || meta_len > u16::MAX as usize {
+            return Err(Error::MessageTooLarge {
+                len: meta_len + len,
+                max: self.max_message,
+            });
+        }
+        let flen = frame_len(meta_len, len);
+        let off = match self.mode {
+            Mode::Single => {
+                if self.off + align_up(flen) > self.shared.segment_size() {
+                    self.roll_single()?;
+                }
+                self.off
+            }
+            Mode::Multi { .. } => self.claim_multi(flen as u32)?,
+        };
+        Ok(Claim {
+            writer: self,
+            off,
+            meta_len,
+            len,
+            type_id: 0,
+            schema_version: 0,
+            done: false,
+        })
+    }
+
+    fn roll_single(&mut self) -> Result<()> {
+        protocol::pad_to_end(&self.seg, self.off, self.seg.tag());
+        let next = self.seg.index() + 1;
+        let seg = self.preparer.take(next)?;
+        let old = std::mem::replace(&mut self.seg, seg);
+        self.off = 0;
+        let meta = self.shared.meta.get();
+        meta.writer.tail.store(self.seg.base(), Ordering::Release);
+        meta.retention
+            .current_segment
+            .store(next, Ordering::Release);
+        self.preparer.retire(old);
+        self.preparer.request(next + 1);
+        Ok(())
+    }
+
+    fn claim_multi(&mut self, flen: u32) -> Result<u64> {
+        let size = self.shared.segment_size();
+        loop {
+            let meta = self.shared.meta.get();
+            let tail = &meta.claim.claim_tail;
+            match protocol::claim_multi(&self.seg, tail, self.seg.base(), flen, self.seg.tag()) {
+                MultiClaim::Frame(off) => return Ok(off),
+                MultiClaim::Lost => continue,
+                MultiClaim::SegmentFull => {
+                    let idx = tail.load(Ordering::Acquire) / size;
+                    if idx != self.seg.index() {
+                        let seg = if idx == self.seg.index() + 1 {
+                            self.preparer.take(idx)?
+                        } else {
+                            open_or_create(&self.shared, idx)?
+                        };
+                        meta.retention
+                            .current_segment
+                            .fetch_max(idx, Ordering::AcqRel);
+                        let old = std::mem::replace(&mut self.seg, seg);
+                        self.preparer.retire(old);
+                        self.preparer.request(idx + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Position the next single-writer append will get (multi-writer: the shared claim tail).
+    pub fn next_position(&self) -> Position {
+        match self.mode {
+            Mode::Single => Position(self.seg.base() + self.off),
+            Mode::Multi { .. } => Position(
+                self.shared
+                    .meta
+                    .get()
+                    .claim
+                    .claim_tail
+                    .load(Ordering::Acquire),
+            ),
+        }
+    }
+
+    /// Messages appended to the stream (single writer: since creation; multi-writer: by this writer).
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Flushes committed frames of the current segment and the metadata to storage (msync).
+    ///
+    /// After a process crash every committed frame survives (the page cache holds it); after a
+    /// power loss only what a completed `flush` covered survives.
+    pub fn flush(&mut self) -> Result<()> {
+        let end = match self.mode {
+            Mode::Single => self.off,
+            Mode::Multi { .. } => self.shared.segment_size(),
+        };
+        if end > 0 {
+            self.seg.flush_range(0, end)?;
+        }
+        self.shared.meta.flush()?;
+        let pos = self.seg.base() + end;
+        self.shared
+            .meta
+            .get()
+            .writer
+            .flushed
+            .fetch_max(pos, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Refreshes this writer's heartbeat without appending (for idle writers).
+    pub fn heartbeat(&self) {
+        let now = self.clock.now_ns();
+        let meta = self.shared.meta.get();
+        match self.mode {
+            Mode::Single => meta.writer.heartbeat_ns.store(now, Ordering::Relaxed),
+            Mode::Multi { slot } => meta.slots[slot].heartbeat_ns.store(now, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let meta = self.shared.meta.get();
+        match self.mode {
+            Mode::Single => release_lock(&self.shared),
+            Mode::Multi { slot } => {
+                let s = &meta.slots[slot];
+                s.start.store(0, Ordering::Relaxed);
+                // Release: the slot's counters are final before another process may take the slot.
+                let _ =
+                    s.pid
+                        .compare_exchange(current_pid(), 0, Ordering::Release, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Space claimed in the mapping for one message; commit it to publish, drop or abort it to discard.
+pub struct Claim<'w> {
+    writer: &'w mut Writer,
+    off: u64,
+    meta_len: usize,
+    len: usize,
+    type_id: u32,
+    schema_version: u16,
+    done: bool,
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("position", &self.position())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Claim<'_> {
+    /// Position the frame will have.
+    pub fn position(&self) -> Position {
+        Position(self.writer.seg.base() + self.off)
+    }
+
+    /// The payload bytes to fill (exactly the claimed length; contents unspecified until written).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let po = self.off + payload_offset(self.meta_len) as u64;
+        // SAFETY: the claim owns the frame's range until commit or abort; the range is inside the
+        // segment (claim_inner checked the stride against the segment end), and `&mut self`
+        // guarantees no other reference to it from this writer.
+        unsafe { self.writer.seg.slice_mut(po, self.len) }
+    }
+
+    /// The metadata bytes to fill (claims made with [`Writer::try_claim_with_meta`]).
+    pub fn meta_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `payload_mut`; meta sits between the header and the payload.
+        unsafe {
+            self.writer
+                .seg
+                .slice_mut(self.off + HEADER_LEN as u64, self.meta_len)
+        }
+    }
+
+    /// Sets the frame's user type id.
+    pub fn set_type_id(&mut self, type_id: u32) {
+        self.type_id = type_id;
+    }
+
+    /// Sets the frame's schema version.
+    pub fn set_schema_version(&mut self, v: u16) {
+        self.schema_version = v;
+    }
+
+    /// Publishes the frame to readers; returns its position.
+    pub fn commit(mut self) -> Result<Position> {
+        self.done = true;
+        let w = &mut *self.writer;
+        let off = self.off;
+        let flen = frame_len(self.meta_len, self.len);
+        let now = w.clock.now_ns();
+        let mut fields = HeaderFields {
+            kind: KIND_DATA,
+            flags: 0,
+            meta_len: self.meta_len as u16,
+            type_id: self.type_id,
+            timestamp_ns: now,
+            crc32c: 0,
+            schema_version: self.schema_version,
+            reserved: 0,
+        };
+        if w.crc {
+            fields.flags |= FLAG_CRC;
+            let meta = w.seg.slice(off + HEADER_LEN as u64, self.meta_len);
+            let payload = w
+                .seg
+                .slice(off + payload_offset(self.meta_len) as u64, self.len);
+            fields.crc32c = crc32c::crc32c_append(crc32c::crc32c(meta), payload);
+        }
+        let meta = w.shared.meta.get();
+        let pos = w.seg.base() + off;
+        match w.mode {
+            Mode::Single => {
+                // SAFETY: this writer owns the uncommitted frame at `off`.
+                unsafe { protocol::write_fields(&w.seg, off, &fields) };
+                protocol::commit(&w.seg, off, flen as u32, w.seg.tag());
+                w.off = off + align_up(flen);
+                w.messages += 1;
+                // Release on the tail: `Start::End` readers and `stat` use it as a frame boundary.
+                meta.writer
+                    .tail
+                    .store(pos + align_up(flen), Ordering::Release);
+                meta.writer.messages.store(w.messages, Ordering::Relaxed);
+                meta.writer.heartbeat_ns.store(now, Ordering::Relaxed);
+            }
+            Mode::Multi { slot } => {
+                fields.reserved = slot as u16 + 1;
+                // SAFETY: this writer owns the claimed frame at `off`.
+                unsafe { protocol::write_fields(&w.seg, off, &fields) };
+                if !protocol::commit_multi(&w.seg, off, flen as u32, w.seg.tag()) {
+                    return Err(Error::ClaimRecovered(Position(pos)));
+                }
+                w.messages += 1;
+                let s = &meta.slots[slot];
+                s.messages.store(w.messages, Ordering::Relaxed);
+                s.heartbeat_ns.store(now, Ordering::Relaxed);
+                meta.writer
+                    .tail
+                    .fetch_max(pos + align_up(flen), Ordering::AcqRel);
+            }
+        }
+        Ok(Position(pos))
+    }
+
+    /// Discards the claim: nothing becomes visible to readers.
+    pub fn abort(mut self) {
+        self.abort_inner();
+    }
+
+    fn abort_inner(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let w = &mut *self.writer;
+        let flen = frame_len(self.meta_len, self.len);
+        match w.mode {
+            // Zero what the caller may have written so no stale bytes can look like a frame later.
+            // SAFETY: this writer owns the uncommitted range.
+            Mode::Single => unsafe { w.seg.zero(self.off, align_up(flen)) },
+            Mode::Multi { .. } => {
+                protocol::abandon_claim(&w.seg, self.off, flen as u32, w.seg.tag());
+            }
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.abort_inner();
+    }
+}
+
+fn open_or_create(s: &Shared, index: u64) -> Result<Segment> {
+    match Segment::open(&s.dir, index, s.segment_size(), true)? {
+        Some(seg) => Ok(seg),
+        None => Segment::create(&s.dir, index, s.segment_size(), s.config.file_mode),
+    }
+}
+
+/// Takes the single-writer lock, stealing it from a dead holder.
+fn take_lock(s: &Shared) -> Result<()> {
+    let lock = &s.meta.get().lock;
+    let me = current_pid();
+    let my_start = current_start_time();
+    loop {
+        // Acquire: if we take over from a previous writer, its tail and counters are visible.
+        let holder = lock.writer_pid.load(Ordering::Acquire);
+        if holder == me {
+            return Err(Error::WriterBusy {
+                name: s.name.clone(),
+                pid: me,
+            });
+        }
+        if holder != 0 && is_alive(holder, lock.writer_start.load(Ordering::Relaxed)) {
+            return Err(Error::WriterBusy {
+                name: s.name.clone(),
+                pid: holder,
+            });
+        }
+        if lock
+            .writer_pid
+            .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            lock.writer_start.store(my_start, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+}
+
+fn release_lock(s: &Shared) {
+    let lock = &s.meta.get().lock;
+    lock.writer_start.store(0, Ordering::Relaxed);
+    // Release: our last tail/counter stores happen-before the next writer's Acquire of the lock.
+    let _ =
+        lock.writer_pid
+            .compare_exchange(current_pid(), 0, Ordering::Release, Ordering::Relaxed);
+}
+
+/// Takes a free (or dead) multi-writer slot.
+fn take_slot(s: &Shared) -> Result<usize> {
+    let meta = s.meta.get();
+    let me = current_pid();
+    let start = current_start_time();
+    for (i, slot) in meta.slots.iter().enumerate() {
+        let pid = slot.pid.load(Ordering::Acquire);
+        let free = pid == 0 || (pid != me && !is_alive(pid, slot.start.load(Ordering::Relaxed)));
+        if free
+            && slot
+                .pid
+                .compare_exchange(pid, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            slot.start.store(start, Ordering::Relaxed);
+            slot.messages.store(0, Ordering::Relaxed);
+            return Ok(i);
+        }
+    }
+    Err(Error::TooManyWriters {
+        name: s.name.clone(),
+        slots: WRITER_SLOTS,
+    })
+}
+
+/// Finds the end of the committed frames for a new single writer and clears whatever a dead
+/// writer left beyond it.
+fn recover_tail(s: &Shared) -> Result<(Segment, u64)> {
+    let meta = s.meta.get();
+    let size = s.segment_size();
+    let hint = meta
+        .writer
+        .tail
+        .load(Ordering::Acquire)
+        .max(s.first_position());
+    let mut index = hint / size;
+    let mut off = hint % size;
+    let mut seg = open_or_create(s, index)?;
+    loop {
+        match protocol::peek(&seg, off, seg.tag()) {
+            Peek::Data { len } => off += align_up(len as u64),
+            Peek::Padding { len } => off += len as u64,
+            Peek::Empty | Peek::InProgress { .. } | Peek::Foreign(_) => break,
+        }
+        if off >= size {
+            index += 1;
+            off = 0;
+            seg = open_or_create(s, index)?;
+        }
+    }
+    // Everything from the tail to the segment end is unpublished: a dead writer's partial frame,
+    // or zeros. Clear it so stale bytes can never be read as a frame.
+    // SAFETY: we hold the single-writer lock, so nobody else writes; readers never read past an
+    // unpublished commit word.
+    unsafe { seg.zero(off, size - off) };
+    let tail = seg.base() + off;
+    meta.writer.tail.store(tail, Ordering::Release);
+    meta.retention
+        .current_segment
+        .store(index, Ordering::Release);
+    Ok((seg, off))
+}
