@@ -26,6 +26,7 @@
 
 pub mod frame;
 pub mod position;
+pub mod wire;
 
 pub use position::Position;
 
