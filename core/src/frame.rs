@@ -39,6 +39,9 @@ pub const KIND_METADATA: u8 = 1;
 /// Flags bit: the header's `crc32c` field covers meta and payload.
 pub const FLAG_CRC: u8 = 1;
 
+/// A CRC32C over a frame's metadata and payload, as `parse_frame` takes it.
+pub type CrcFn<'a> = &'a dyn Fn(&[u8], &[u8]) -> u32;
+
 /// Rounds `len` up to the frame alignment.
 #[inline]
 pub const fn align_up(len: u64) -> u64 {
@@ -106,6 +109,7 @@ impl CommitWord {
 
     /// Frame length in bytes (unaligned for data, exact skip distance for padding).
     #[inline]
+    #[allow(clippy::len_without_is_empty)]
     pub const fn len(self) -> u32 {
         (self.0 & LEN_MASK) as u32
     }
@@ -333,7 +337,7 @@ pub fn check_word(word: CommitWord, tag: u32, room: u64) -> Result<(), FrameErro
     match state {
         State::Claimed => Err(FrameError::Uncommitted),
         State::Padding => {
-            if len == 0 || len as u64 % FRAME_ALIGN != 0 {
+            if len == 0 || !(len as u64).is_multiple_of(FRAME_ALIGN) {
                 Err(FrameError::BadPadding { len })
             } else if len as u64 > room {
                 Err(FrameError::CrossesSegment { len, room })
@@ -360,7 +364,7 @@ pub fn check_word(word: CommitWord, tag: u32, room: u64) -> Result<(), FrameErro
 pub fn parse_frame<'a>(
     bytes: &'a [u8],
     tag: u32,
-    crc: Option<&dyn Fn(&[u8], &[u8]) -> u32>,
+    crc: Option<CrcFn<'_>>,
 ) -> Result<ParsedFrame<'a>, FrameError> {
     if bytes.len() < 8 {
         return Err(FrameError::Truncated {
@@ -421,7 +425,7 @@ pub struct SegmentSummary {
 pub fn walk_segment(
     bytes: &[u8],
     tag: u32,
-    crc: Option<&dyn Fn(&[u8], &[u8]) -> u32>,
+    crc: Option<CrcFn<'_>>,
     mut visit: impl FnMut(u64, &ParsedFrame<'_>),
 ) -> Result<SegmentSummary, (u64, FrameError)> {
     let mut s = SegmentSummary::default();

@@ -199,11 +199,11 @@ impl Reader {
             requested: Position(pos),
             tail: None,
         };
-        if target % 8 != 0 {
+        if !target.is_multiple_of(8) {
             return Err(bad());
         }
         let Some(seg) = Segment::open(&self.shared.dir, index, size, false)? else {
-            return if pos % size == 0
+            return if pos.is_multiple_of(size)
                 && index
                     == self
                         .shared
@@ -265,6 +265,7 @@ impl Reader {
     ///
     /// In a ring stream the frame's bytes can be overwritten by a later lap while borrowed; use
     /// [`Reader::poll`] there.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Frame<'_>>> {
         self.next_inner(false)
     }
@@ -374,7 +375,7 @@ impl Reader {
             }
             Peek::Padding { len } => {
                 let len = len as u64;
-                if len == 0 || len % 8 != 0 || self.off + len > self.size {
+                if len == 0 || !len.is_multiple_of(8) || self.off + len > self.size {
                     return Err(
                         self.corrupt(crate::frame::FrameError::BadPadding { len: len as u32 })
                     );

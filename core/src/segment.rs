@@ -237,7 +237,7 @@ impl Segment {
 
     #[inline]
     fn word(&self, off: u64) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.size);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= self.size);
         // SAFETY: `off` is 8-aligned and inside the page-aligned mapping, so the pointer is valid and
         // aligned for AtomicU64; the word lives as long as the mapping borrowed by `&self`. Other
         // processes access it only atomically (commit words are never written non-atomically).

@@ -126,7 +126,7 @@ impl Stream {
                     .into(),
             ));
         }
-        if first_position % config.segment_size != 0 {
+        if !first_position.is_multiple_of(config.segment_size) {
             return Err(Error::InvalidConfig(format!(
                 "first position {first_position} is not a segment boundary"
             )));

@@ -71,7 +71,7 @@ impl Stream {
                 }
             };
             report.segments += 1;
-            let start = if base < first { first - base } else { 0 };
+            let start = first.saturating_sub(base);
             let bytes = &seg.bytes()[start as usize..];
             match walk_segment(bytes, seg.tag(), Some(&crc), |_, _| {}) {
                 Ok(summary) => {
@@ -85,19 +85,17 @@ impl Stream {
                     report.frames += summary.frames;
                     report.paddings += summary.paddings;
                     let end = base + start + summary.end;
-                    if summary.frames + summary.paddings > 0 || report.end.0 < end {
-                        report.end = Position(end.max(report.end.0));
+                    if summary.frames + summary.paddings > 0 {
+                        report.end = Position(end);
                     }
-                    if !summary.sealed {
-                        if open_end.is_none() {
-                            open_end = Some(end);
-                            let rest = &seg.bytes()[(start + summary.end) as usize..];
-                            if rest.len() >= 8
-                                && crate::frame::parse_frame(rest, seg.tag(), None)
-                                    == Err(FrameError::Uncommitted)
-                            {
-                                report.in_progress = Some(Position(end));
-                            }
+                    if !summary.sealed && open_end.is_none() {
+                        open_end = Some(end);
+                        let rest = &seg.bytes()[(start + summary.end) as usize..];
+                        if rest.len() >= 8
+                            && crate::frame::parse_frame(rest, seg.tag(), None)
+                                == Err(FrameError::Uncommitted)
+                        {
+                            report.in_progress = Some(Position(end));
                         }
                     }
                 }

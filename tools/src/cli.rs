@@ -1,0 +1,135 @@
+//! Command-line syntax.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Ringway: a low-latency shared-memory message journal.
+#[derive(Debug, Parser)]
+#[command(name = "ringway", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where streams live.
+#[derive(Debug, clap::Args, Clone)]
+pub struct DirArg {
+    /// Root directory of the streams [default: $RINGWAY_DIR, else /dev/shm/ringway]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    pub fn root(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(ringway_core::default_root)
+    }
+}
+
+/// How a stream is created when a command creates it.
+#[derive(Debug, clap::Args, Clone)]
+pub struct CreateArgs {
+    /// Segment size in bytes (power of two)
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub segment_size: u64,
+    /// Largest message in bytes [default: min(1 MiB, segment size / 4)]
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<u32>,
+    /// Make the stream a bounded ring of N recycled segments
+    #[arg(long, value_name = "N")]
+    pub ring: Option<u32>,
+    /// Retention: keep at most N segments
+    #[arg(long, value_name = "N")]
+    pub retain_segments: Option<u32>,
+    /// Retention: keep at most this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub retain_bytes: Option<u64>,
+    /// Retention: delete segments older than this (e.g. 1h, 30m)
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub retain_age: Option<std::time::Duration>,
+    /// Store a CRC32C per frame
+    #[arg(long)]
+    pub crc: bool,
+    /// Let group members read and write the stream's files (mode 0660 instead of 0600)
+    #[arg(long)]
+    pub group: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish each stdin line as one message; prints the last position on exit
+    Pub {
+        /// Stream name (created with defaults if missing)
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Allow concurrent publishers (the stream is created as multi-writer)
+        #[arg(long)]
+        multi_writer: bool,
+        /// User type id stored in each frame
+        #[arg(long, default_value_t = 0)]
+        type_id: u32,
+    },
+    /// Print messages of a stream, one per line
+    Tail {
+        /// Stream name
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Where to start: start, end, a position, or an RFC 3339 time
+        #[arg(long, default_value = "start", value_name = "start|end|POSITION|TIME")]
+        from: String,
+        /// Keep waiting for new messages
+        #[arg(long, short)]
+        follow: bool,
+        /// Stop after N messages
+        #[arg(long, short = 'n', value_name = "N")]
+        count: Option<u64>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show every stream: segments, bytes, positions, messages, writers
+    Stat {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk every frame of a stream; exit 1 at the first damaged one
+    Verify {
+        /// Stream name
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Create a stream with explicit settings
+    Create {
+        /// Stream name
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Allow concurrent writers
+        #[arg(long)]
+        multi_writer: bool,
+    },
+    /// Delete a stream and all its files
+    Delete {
+        /// Stream name
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The payload as text (invalid UTF-8 replaced)
+    Text,
+    /// One JSON object per message
+    Json,
+    /// Position and payload in hex
+    Hex,
+}

@@ -1,0 +1,45 @@
+//! One module per subcommand.
+
+mod create;
+mod publish;
+mod stat;
+mod tail;
+mod verify;
+
+use crate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+/// Error type of the commands: printed as one line by `main`.
+pub type CmdError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode, CmdError> {
+    match cli.command {
+        Command::Pub {
+            stream,
+            dir,
+            multi_writer,
+            type_id,
+        } => publish::run(&dir.root(), &stream, multi_writer, type_id),
+        Command::Tail {
+            stream,
+            dir,
+            from,
+            follow,
+            count,
+            format,
+        } => tail::run(&dir.root(), &stream, &from, follow, count, format),
+        Command::Stat { dir, json } => stat::run(&dir.root(), json),
+        Command::Verify { stream, dir } => verify::run(&dir.root(), &stream),
+        Command::Create {
+            stream,
+            dir,
+            create,
+            multi_writer,
+        } => create::run(&dir.root(), &stream, &create, multi_writer),
+        Command::Delete { stream, dir } => {
+            ringway_core::Stream::delete(&dir.root(), &stream)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `ringway stat`.
+
+use super::CmdError;
+use ringway_core::{list_streams, system_now_ns, Stream, StreamStat};
+use std::path::Path;
+use std::process::ExitCode;
+
+fn writer_text(s: &StreamStat) -> String {
+    if s.writers.is_empty() {
+        return "-".into();
+    }
+    s.writers
+        .iter()
+        .map(|w| format!("{}({})", w.pid, if w.alive { "alive" } else { "dead" }))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn json(s: &StreamStat) -> serde_json::Value {
+    let now = system_now_ns();
+    serde_json::json!({
+        "name": s.name,
+        "mode": s.mode,
+        "multi_writer": s.multi_writer,
+        "replica": s.replica,
+        "segment_size": s.segment_size,
+        "segments": s.segments,
+        "bytes": s.bytes,
+        "first_position": s.first_position.get(),
+        "last_position": s.last_position.get(),
+        "messages": s.messages,
+        "recovered_claims": s.recovered_claims,
+        "deleted_segments": s.deleted_segments,
+        "writers": s.writers.iter().map(|w| serde_json::json!({
+            "pid": w.pid,
+            "alive": w.alive,
+            "slot": w.slot,
+            "last_write_age_ms": if w.heartbeat_ns == 0 { None } else { Some(now.saturating_sub(w.heartbeat_ns) / 1_000_000) },
+        })).collect::<Vec<_>>(),
+        "readers": [],
+    })
+}
+
+pub fn run(root: &Path, as_json: bool) -> Result<ExitCode, CmdError> {
+    let mut stats = Vec::new();
+    let mut failures = Vec::new();
+    for name in list_streams(root)? {
+        match Stream::open(root, &name).and_then(|s| s.stat()) {
+            Ok(s) => stats.push(s),
+            Err(e) => failures.push((name, e)),
+        }
+    }
+    if as_json {
+        let v = serde_json::json!({
+            "root": root.display().to_string(),
+            "streams": stats.iter().map(json).collect::<Vec<_>>(),
+            "errors": failures.iter().map(|(n, e)| serde_json::json!({"name": n, "error": e.to_string()})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("root: {}", root.display());
+        println!(
+            "{:<20} {:>6} {:>5} {:>12} {:>14} {:>14} {:>12}  WRITERS",
+            "STREAM", "MODE", "SEGS", "BYTES", "FIRST", "LAST", "MESSAGES"
+        );
+        for s in &stats {
+            println!(
+                "{:<20} {:>6} {:>5} {:>12} {:>14} {:>14} {:>12}  {}",
+                s.name,
+                s.mode,
+                s.segments,
+                s.bytes,
+                s.first_position,
+                s.last_position,
+                s.messages,
+                writer_text(s)
+            );
+        }
+        for (n, e) in &failures {
+            eprintln!("ringway: stat: {n}: {e}");
+        }
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
