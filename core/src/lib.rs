@@ -41,6 +41,8 @@ mod fsutil;
 #[cfg(feature = "std")]
 pub mod meta;
 #[cfg(feature = "std")]
+mod notify;
+#[cfg(feature = "std")]
 mod preparer;
 #[cfg(feature = "std")]
 pub mod process;

@@ -223,13 +223,20 @@ pub fn claim_multi<M: LogMemory + ?Sized, T: ClaimTail + ?Sized>(
     }
 }
 
-/// Publishes a multi-writer frame claimed with [`claim_multi`].
+/// Publishes a multi-writer frame claimed with [`claim_multi`] for `claimed_len` bytes, as a frame
+/// of `len <= claimed_len` bytes (the caller padded any slack between the two strides).
 ///
 /// Returns `false` when recovery took the claim away (the frame became padding and its bytes are
 /// lost); the writer must not assume the message is in the stream.
 #[inline]
-pub fn commit_multi<M: LogMemory + ?Sized>(mem: &M, off: u64, len: u32, tag: u32) -> bool {
-    let claimed = CommitWord::new(len, State::Claimed, tag).0;
+pub fn commit_multi<M: LogMemory + ?Sized>(
+    mem: &M,
+    off: u64,
+    claimed_len: u32,
+    len: u32,
+    tag: u32,
+) -> bool {
+    let claimed = CommitWord::new(claimed_len, State::Claimed, tag).0;
     let data = CommitWord::new(len, State::Data, tag).0;
     // Release: SYNC POINT with `peek`'s Acquire, as for single-writer commits.
     mem.compare_exchange(off, claimed, data, Ordering::Release, Ordering::Relaxed)

@@ -8,7 +8,7 @@ use crate::stream::Shared;
 use crate::Position;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +244,48 @@ impl Reader {
         let r = Reader::open(self.shared.clone(), start)?;
         *self = r;
         Ok(())
+    }
+
+    /// Blocks in the kernel until a frame is committed at the reader's position or `timeout`
+    /// passes; returns whether a frame (or padding to skip) is ready.
+    ///
+    /// Writers make no system call while no reader is blocked, so busy-polling readers of the same
+    /// stream pay nothing for this (see `docs/format.md`, blocking waits).
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        if self.ready()? {
+            return Ok(true);
+        }
+        let shared = self.shared.clone();
+        let n = &shared.meta.get().notify;
+        let deadline = Instant::now() + timeout;
+        // SeqCst: the increment must be globally visible before the barrier and the re-check.
+        n.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = (|| {
+            let exact = crate::notify::global_barrier();
+            loop {
+                // Acquire: pairs with the writer's Release increment before FUTEX_WAKE.
+                let seq = n.futex.load(Ordering::Acquire);
+                if self.ready()? {
+                    return Ok(true);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(false);
+                }
+                let mut slice = deadline - now;
+                if !exact {
+                    slice = slice.min(Duration::from_millis(1));
+                }
+                crate::notify::futex_wait(&n.futex, seq, slice);
+            }
+        })();
+        n.waiters.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Whether the next step would make progress (a frame or padding is committed).
+    fn ready(&mut self) -> Result<bool> {
+        Ok(!matches!(self.step()?, Step::Wait))
     }
 
     /// Handles up to `limit` committed data frames with `handler`; returns how many.

@@ -112,6 +112,7 @@ impl Writer {
                 (open_or_create(&shared, t / size)?, 0, 0)
             }
         };
+        crate::notify::register_writer_process();
         let mut preparer = Preparer::spawn(shared.clone());
         preparer.request(seg.index() + 1);
         let max_message = shared.config.max_message_size as usize;
@@ -211,6 +212,7 @@ impl Writer {
             off,
             meta_len,
             len,
+            claimed_len: flen as u32,
             type_id: 0,
             schema_version: 0,
             done: false,
@@ -338,6 +340,8 @@ pub struct Claim<'w> {
     off: u64,
     meta_len: usize,
     len: usize,
+    /// Frame length published in the claimed commit word (multi-writer).
+    claimed_len: u32,
     type_id: u32,
     schema_version: u16,
     done: bool,
@@ -387,6 +391,41 @@ impl Claim<'_> {
         self.schema_version = v;
     }
 
+    /// Shrinks the payload to its first `len` bytes before committing (for serializers that only
+    /// know the size afterwards). The unused rest never becomes readable. `len` larger than the
+    /// claimed length is ignored.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let old_stride = align_up(frame_len(self.meta_len, self.len));
+        let new_stride = align_up(frame_len(self.meta_len, len));
+        self.len = len;
+        let w = &mut *self.writer;
+        let gap = self.off + new_stride;
+        let slack = old_stride - new_stride;
+        if slack == 0 {
+            return;
+        }
+        match w.mode {
+            // SAFETY: the claim owns `off..off+old_stride`; clearing the slack before the commit
+            // keeps serializer scratch bytes from ever being read as a frame.
+            Mode::Single => unsafe { w.seg.zero(gap, slack) },
+            Mode::Multi { .. } => {
+                // The claimed range stays allocated: fill the slack with padding. Readers only
+                // reach it after the frame's Release commit, which orders this store.
+                // SAFETY: as above.
+                unsafe { w.seg.zero(gap, slack) };
+                let pad = crate::frame::CommitWord::new(
+                    slack as u32,
+                    crate::frame::State::Padding,
+                    w.seg.tag(),
+                );
+                w.seg.store(gap, pad.0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Publishes the frame to readers; returns its position.
     pub fn commit(mut self) -> Result<Position> {
         self.done = true;
@@ -427,12 +466,14 @@ impl Claim<'_> {
                     .store(pos + align_up(flen), Ordering::Release);
                 meta.writer.messages.store(w.messages, Ordering::Relaxed);
                 meta.writer.heartbeat_ns.store(now, Ordering::Relaxed);
+                crate::notify::wake_waiters(&meta.notify);
             }
             Mode::Multi { slot } => {
                 fields.reserved = slot as u16 + 1;
                 // SAFETY: this writer owns the claimed frame at `off`.
                 unsafe { protocol::write_fields(&w.seg, off, &fields) };
-                if !protocol::commit_multi(&w.seg, off, flen as u32, w.seg.tag()) {
+                if !protocol::commit_multi(&w.seg, off, self.claimed_len, flen as u32, w.seg.tag())
+                {
                     return Err(Error::ClaimRecovered(Position(pos)));
                 }
                 w.messages += 1;
@@ -459,12 +500,13 @@ impl Claim<'_> {
         self.done = true;
         let w = &mut *self.writer;
         let flen = frame_len(self.meta_len, self.len);
+        let claimed_len = self.claimed_len;
         match w.mode {
             // Zero what the caller may have written so no stale bytes can look like a frame later.
             // SAFETY: this writer owns the uncommitted range.
             Mode::Single => unsafe { w.seg.zero(self.off, align_up(flen)) },
             Mode::Multi { .. } => {
-                protocol::abandon_claim(&w.seg, self.off, flen as u32, w.seg.tag());
+                protocol::abandon_claim(&w.seg, self.off, claimed_len, w.seg.tag());
             }
         }
     }
