@@ -72,6 +72,8 @@ pub struct StreamConfig {
     pub file_mode: u32,
     /// How long a claim may stay uncommitted before readers may recover it, once its writer is dead.
     pub claim_timeout: Duration,
+    /// How long a blocking cursor whose owner is gone keeps holding the writer back.
+    pub cursor_timeout: Duration,
 }
 
 impl Default for StreamConfig {
@@ -86,6 +88,7 @@ impl Default for StreamConfig {
             replica: false,
             file_mode: 0o600,
             claim_timeout: Duration::from_secs(5),
+            cursor_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -134,6 +137,12 @@ impl StreamConfig {
     /// Sets the abandoned-claim timeout.
     pub fn claim_timeout(mut self, timeout: Duration) -> Self {
         self.claim_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a blocking cursor whose owner is gone keeps holding the writer back.
+    pub fn cursor_timeout(mut self, timeout: Duration) -> Self {
+        self.cursor_timeout = timeout;
         self
     }
 

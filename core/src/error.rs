@@ -109,6 +109,28 @@ pub enum Error {
         /// Version supported.
         supported: u32,
     },
+    /// The named cursor does not exist.
+    #[error("stream '{stream}' has no cursor named '{cursor}'")]
+    CursorNotFound {
+        /// Stream name.
+        stream: String,
+        /// Cursor name.
+        cursor: String,
+    },
+    /// Another live process reads through this named cursor.
+    #[error("cursor '{cursor}' is in use by live process {pid}")]
+    CursorBusy {
+        /// Cursor name.
+        cursor: String,
+        /// Owner pid.
+        pid: u32,
+    },
+    /// A blocking cursor has not consumed the space the writer needs (back-pressure).
+    #[error("back-pressure: blocking cursor at position {cursor_position} holds the space the writer needs")]
+    WouldBlock {
+        /// Position of the slowest blocking cursor.
+        cursor_position: Position,
+    },
     /// A multi-writer claim was taken over by recovery because this writer stalled past the claim timeout.
     #[error("claim at position {0} was recovered as abandoned after the claim timeout; the message was not written")]
     ClaimRecovered(Position),

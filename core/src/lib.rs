@@ -35,6 +35,8 @@ mod clock;
 #[cfg(feature = "std")]
 mod config;
 #[cfg(feature = "std")]
+pub mod cursor;
+#[cfg(feature = "std")]
 mod error;
 #[cfg(feature = "std")]
 mod fsutil;
@@ -71,6 +73,8 @@ mod writer;
 pub use clock::{system_now_ns, EpochClock};
 #[cfg(feature = "std")]
 pub use config::{Retention, StreamConfig};
+#[cfg(feature = "std")]
+pub use cursor::{CursorInfo, CursorOptions, NamedReader};
 #[cfg(feature = "std")]
 pub use error::{Error, Result};
 #[cfg(feature = "std")]

@@ -65,8 +65,10 @@ pub struct MetaHeader {
     pub claim_timeout_ns: u64,
     /// Random identity of the stream (a replica keeps its primary's).
     pub stream_id: u64,
+    /// How long a blocking cursor whose owner is gone keeps holding the writer, in ns.
+    pub cursor_timeout_ns: u64,
     /// Zero.
-    pub reserved: [u8; 44],
+    pub reserved: [u8; 36],
     /// CRC32C of bytes 0..124.
     pub header_crc: u32,
 }
@@ -113,6 +115,10 @@ pub struct RetentionLine {
     pub deleted_segments: AtomicU64,
     /// Index of the segment the writer is in.
     pub current_segment: AtomicU64,
+    /// Blocking cursors released because their owner was gone past the cursor timeout.
+    pub released_cursors: AtomicU64,
+    /// Times a writer was refused space because a blocking cursor held it.
+    pub back_pressure_events: AtomicU64,
 }
 
 /// Reserved for blocking waits.
@@ -209,7 +215,8 @@ impl MetaHeader {
                 .unwrap_or(0),
             claim_timeout_ns: cfg.claim_timeout.as_nanos() as u64,
             stream_id,
-            reserved: [0; 44],
+            cursor_timeout_ns: cfg.cursor_timeout.as_nanos() as u64,
+            reserved: [0; 36],
             header_crc: 0,
         };
         h.header_crc = h.compute_crc();
@@ -244,6 +251,7 @@ impl MetaHeader {
             replica: self.flags & FLAG_REPLICA != 0,
             file_mode: self.file_mode,
             claim_timeout: Duration::from_nanos(self.claim_timeout_ns),
+            cursor_timeout: Duration::from_nanos(self.cursor_timeout_ns),
         }
     }
 

@@ -81,7 +81,11 @@ impl Preparer {
             self.pending = None;
             while let Ok((i, r)) = self.rx.recv() {
                 if i == index {
-                    return r;
+                    match r {
+                        // Back-pressure seen earlier may have cleared: check again below.
+                        Err(crate::Error::WouldBlock { .. }) => break,
+                        r => return r,
+                    }
                 }
             }
         }
@@ -111,6 +115,7 @@ fn prepare(s: &Shared, index: u64) -> Result<Segment> {
                 // Already prepared by an earlier writer that died before entering it.
                 return Ok(existing);
             }
+            check_cursors(s, (old + 1) * size)?;
             advance_first_position(s, (old + 1) * size);
             meta.retention
                 .deleted_segments
@@ -119,9 +124,27 @@ fn prepare(s: &Shared, index: u64) -> Result<Segment> {
         }
         return Segment::create(&s.dir, index, size, cfg.file_mode);
     }
+    let delete = plan_retention(s, index)?;
     let seg = Segment::create(&s.dir, index, size, cfg.file_mode)?;
-    apply_retention(s, index);
+    delete_segments(s, &delete);
     Ok(seg)
+}
+
+/// Fails with `WouldBlock` if a blocking cursor still needs positions below `first`.
+fn check_cursors(s: &Shared, first: u64) -> Result<()> {
+    match crate::cursor::min_blocking_position(s) {
+        Some(p) if p < first => {
+            s.meta
+                .get()
+                .retention
+                .back_pressure_events
+                .fetch_add(1, Ordering::Relaxed);
+            Err(crate::Error::WouldBlock {
+                cursor_position: crate::Position(p),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Publishes a new first position before segments below it are deleted or recycled.
@@ -140,17 +163,46 @@ fn advance_first_position(s: &Shared, first: u64) {
     }
 }
 
-/// Deletes the oldest segments beyond the retention limits, keeping `current` and the one before.
+/// Deletes the oldest segments beyond the retention limits, keeping `current` and the one before
+/// (for replicas, which follow their primary and take no back-pressure).
 pub(crate) fn apply_retention(s: &Shared, current: u64) {
-    let r = s.config.retention;
-    if r.max_segments.is_none() && r.max_bytes.is_none() && r.max_age.is_none() {
-        return;
+    if let Ok(delete) = plan_retention(s, current) {
+        delete_segments(s, &delete);
     }
-    let size = s.config.segment_size;
-    let Ok(mut segs) = list_segments(&s.dir) else {
+}
+
+/// Deletes the segments starting at `positions` after advancing the first position past them.
+fn delete_segments(s: &Shared, positions: &[u64]) {
+    let Some(&last) = positions.last() else {
         return;
     };
-    segs.retain(|&p| p / size <= current);
+    let size = s.config.segment_size;
+    advance_first_position(s, last + size);
+    for &p in positions {
+        if std::fs::remove_file(segment_path(&s.dir, p / size, size)).is_ok() {
+            s.meta
+                .get()
+                .retention
+                .deleted_segments
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Start positions of the segments retention deletes when the writer enters segment `current`
+/// (which counts against the limits). The segment being entered and the one before always stay.
+///
+/// Fails with `WouldBlock` when the limits are exceeded but a blocking cursor still needs the
+/// segments that would have to go.
+fn plan_retention(s: &Shared, current: u64) -> Result<Vec<u64>> {
+    let r = s.config.retention;
+    if r.max_segments.is_none() && r.max_bytes.is_none() && r.max_age.is_none() {
+        return Ok(Vec::new());
+    }
+    let size = s.config.segment_size;
+    let mut segs = list_segments(&s.dir)?;
+    segs.retain(|&p| p / size < current);
+    segs.push(current * size);
     let now = crate::clock::system_now_ns();
     let mut delete = 0usize;
     let keep_min = 2usize;
@@ -171,19 +223,10 @@ pub(crate) fn apply_retention(s: &Shared, current: u64) {
         }
     }
     if delete == 0 {
-        return;
+        return Ok(Vec::new());
     }
-    let first = segs[delete];
-    advance_first_position(s, first);
-    for &p in &segs[..delete] {
-        if std::fs::remove_file(segment_path(&s.dir, p / size, size)).is_ok() {
-            s.meta
-                .get()
-                .retention
-                .deleted_segments
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    check_cursors(s, segs[delete])?;
+    Ok(segs[..delete].to_vec())
 }
 
 /// Timestamp of the first data frame of segment `index`, if it has one.

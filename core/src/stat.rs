@@ -40,6 +40,10 @@ pub struct StreamStat {
     pub recovered_claims: u64,
     /// Segments deleted or recycled by retention.
     pub deleted_segments: u64,
+    /// Blocking cursors released because their owner was gone.
+    pub released_cursors: u64,
+    /// Times a writer was refused space by a blocking cursor.
+    pub back_pressure_events: u64,
     /// Segment size.
     pub segment_size: u64,
     /// `"append"` or `"ring"`.
@@ -89,6 +93,8 @@ impl Stream {
             writers,
             recovered_claims: m.retention.recovered_claims.load(Ordering::Relaxed),
             deleted_segments: m.retention.deleted_segments.load(Ordering::Relaxed),
+            released_cursors: m.retention.released_cursors.load(Ordering::Relaxed),
+            back_pressure_events: m.retention.back_pressure_events.load(Ordering::Relaxed),
             segment_size: s.segment_size(),
             mode: if s.config.ring_segments.is_some() {
                 "ring"

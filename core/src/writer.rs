@@ -130,14 +130,46 @@ impl Writer {
         })
     }
 
-    /// Appends `payload`; returns its position.
+    /// Appends `payload`; returns its position. Under back-pressure from a blocking cursor it
+    /// waits (spinning, then yielding, then sleeping) until the cursor moves or is released.
     #[inline]
     pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
         self.append_with(&AppendOptions::default(), payload)
     }
 
-    /// Appends `payload` with a type id, schema version and frame metadata.
+    /// Appends `payload` with a type id, schema version and frame metadata, waiting under
+    /// back-pressure like [`Writer::append`].
     pub fn append_with(&mut self, opts: &AppendOptions<'_>, payload: &[u8]) -> Result<Position> {
+        let mut idle = 0u32;
+        loop {
+            match self.try_append_with(opts, payload) {
+                Err(Error::WouldBlock { .. }) => {
+                    idle += 1;
+                    if idle < 64 {
+                        std::hint::spin_loop();
+                    } else if idle < 128 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Appends `payload`, failing with [`Error::WouldBlock`] under back-pressure.
+    #[inline]
+    pub fn try_append(&mut self, payload: &[u8]) -> Result<Position> {
+        self.try_append_with(&AppendOptions::default(), payload)
+    }
+
+    /// As [`Writer::append_with`], failing with [`Error::WouldBlock`] under back-pressure.
+    pub fn try_append_with(
+        &mut self,
+        opts: &AppendOptions<'_>,
+        payload: &[u8],
+    ) -> Result<Position> {
         let mut claim = self.claim_inner(opts.meta.len(), payload.len())?;
         claim.type_id = opts.type_id;
         claim.schema_version = opts.schema_version;
@@ -220,9 +252,10 @@ impl Writer {
     }
 
     fn roll_single(&mut self) -> Result<()> {
-        protocol::pad_to_end(&self.seg, self.off, self.seg.tag());
         let next = self.seg.index() + 1;
+        // Take the next segment first: under back-pressure this fails and nothing changes.
         let seg = self.preparer.take(next)?;
+        protocol::pad_to_end(&self.seg, self.off, self.seg.tag());
         let old = std::mem::replace(&mut self.seg, seg);
         self.off = 0;
         let meta = self.shared.meta.get();

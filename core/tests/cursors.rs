@@ -1,0 +1,236 @@
+//! Durable named cursors and back-pressure from blocking cursors.
+
+use ringway_core::{CursorOptions, Error, Position, Start, Stream, StreamConfig};
+use std::time::Duration;
+
+fn payloads(r: &mut ringway_core::NamedReader, limit: usize) -> Vec<u32> {
+    let mut v = Vec::new();
+    r.poll(limit, |f| {
+        v.push(u32::from_le_bytes(f.payload()[..4].try_into().unwrap()))
+    })
+    .unwrap();
+    v
+}
+
+fn fill(s: &Stream, n: u32) {
+    let mut w = s.writer().unwrap();
+    for i in 0..n {
+        w.append(&i.to_le_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn named_reader_resumes_where_it_committed() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "c",
+        &StreamConfig::default().segment_size(1 << 16),
+    )
+    .unwrap();
+    fill(&s, 100);
+    {
+        let mut r = s.named_reader("risk", CursorOptions::default()).unwrap();
+        assert_eq!(payloads(&mut r, 30), (0..30).collect::<Vec<_>>());
+    }
+    let mut r = s.named_reader("risk", CursorOptions::default()).unwrap();
+    assert_eq!(payloads(&mut r, 1000), (30..100).collect::<Vec<_>>());
+    let info = &s.cursors()[0];
+    assert_eq!(info.name, "risk");
+    assert_eq!(info.owner_pid, Some(std::process::id()));
+    assert!(info.owner_alive);
+}
+
+#[test]
+fn uncommitted_messages_are_delivered_again() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "c",
+        &StreamConfig::default().segment_size(1 << 16),
+    )
+    .unwrap();
+    fill(&s, 10);
+    let opts = CursorOptions {
+        commit_every: None,
+        ..Default::default()
+    };
+    let mut r = s.named_reader("x", opts).unwrap();
+    assert_eq!(payloads(&mut r, 4).len(), 4);
+    r.commit();
+    assert_eq!(payloads(&mut r, 3).len(), 3);
+    // Simulate a crash: forget the reader so nothing more is committed.
+    std::mem::forget(r);
+    // The owner (this process) is alive, so the cursor is busy...
+    assert!(matches!(
+        s.named_reader("x", opts),
+        Err(Error::CursorBusy { .. })
+    ));
+    // ...until an operator resets ownership by deleting and recreating at the committed position.
+    let committed = s.cursors()[0].position;
+    s.cursor_delete("x").unwrap();
+    s.cursor_reset("x", Start::Position(committed)).unwrap();
+    let mut r = s.named_reader("x", opts).unwrap();
+    assert_eq!(
+        payloads(&mut r, 100),
+        (4..10).collect::<Vec<_>>(),
+        "at-least-once: 4..7 again"
+    );
+}
+
+#[test]
+fn reset_and_delete() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "c",
+        &StreamConfig::default().segment_size(1 << 16),
+    )
+    .unwrap();
+    fill(&s, 5);
+    let end = s.cursor_reset("a", Start::End).unwrap();
+    assert_eq!(end, s.tail());
+    let mut r = s.named_reader("a", CursorOptions::default()).unwrap();
+    assert!(payloads(&mut r, 10).is_empty());
+    s.cursor_reset("a", Start::Beginning).unwrap();
+    assert_eq!(
+        payloads(&mut r, 10),
+        (0..5).collect::<Vec<_>>(),
+        "a live reader follows a reset"
+    );
+    drop(r);
+    s.cursor_delete("a").unwrap();
+    assert!(s.cursors().is_empty());
+    assert!(matches!(
+        s.cursor_delete("a"),
+        Err(Error::CursorNotFound { .. })
+    ));
+    assert!(matches!(
+        s.cursor_reset("b", Start::Position(Position(3))),
+        Err(Error::BadPosition { .. })
+    ));
+}
+
+#[test]
+fn blocking_cursor_holds_a_ring_writer_and_lapped_readers_get_lapped() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default().segment_size(1 << 16).ring(3);
+    let s = Stream::create(d.path(), "ring", &cfg).unwrap();
+    let mut slow = s
+        .named_reader(
+            "slow",
+            CursorOptions {
+                blocking: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut plain = s.reader(Start::Beginning).unwrap();
+    let mut w = s.writer().unwrap();
+    let payload = [7u8; 1000];
+    let mut written = 0u32;
+    let err = loop {
+        match w.try_append(&payload) {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 10_000, "the ring never pushed back");
+    };
+    assert!(matches!(err, Error::WouldBlock { .. }), "{err}");
+    assert!(written > 100);
+    // The slow consumer catches up; the writer can go on.
+    let mut consumed = 0;
+    while consumed < written as usize {
+        consumed += slow
+            .poll(usize::MAX, |f| assert_eq!(f.payload(), &payload[..]))
+            .unwrap();
+    }
+    // Two more segments fit before the ring would overwrite what the cursor has not read.
+    for _ in 0..written / 2 {
+        w.try_append(&payload).unwrap();
+    }
+    // A non-blocking reader left at the start was lapped: an error naming the oldest position.
+    match plain.poll(usize::MAX, |_| {}) {
+        Err(Error::Lapped { requested, oldest }) => assert!(oldest > requested),
+        other => panic!("expected Lapped, got {other:?}"),
+    }
+    let stat = s.stat().unwrap();
+    assert!(stat.back_pressure_events >= 1);
+}
+
+#[test]
+fn blocking_cursor_without_owner_is_released_after_the_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default()
+        .segment_size(1 << 16)
+        .ring(2)
+        .cursor_timeout(Duration::from_millis(200));
+    let s = Stream::create(d.path(), "ring", &cfg).unwrap();
+    drop(
+        s.named_reader(
+            "gone",
+            CursorOptions {
+                blocking: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut w = s.writer().unwrap();
+    let payload = [1u8; 4000];
+    let mut blocked = false;
+    for _ in 0..200 {
+        match w.try_append(&payload) {
+            Ok(_) => {}
+            Err(Error::WouldBlock { .. }) => {
+                blocked = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        blocked,
+        "the ownerless cursor holds the writer within its timeout"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..200 {
+        w.try_append(&payload).unwrap();
+    }
+    let stat = s.stat().unwrap();
+    assert_eq!(stat.released_cursors, 1);
+    assert!(s.cursors()[0].released);
+}
+
+#[test]
+fn blocking_cursor_holds_retention() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default()
+        .segment_size(1 << 16)
+        .retention(ringway_core::Retention::default().max_segments(3));
+    let s = Stream::create(d.path(), "ret", &cfg).unwrap();
+    let _hold = s
+        .named_reader(
+            "hold",
+            CursorOptions {
+                blocking: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut w = s.writer().unwrap();
+    let mut n = 0;
+    let err = loop {
+        match w.try_append(&[0u8; 2000]) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 10_000);
+    };
+    assert!(matches!(err, Error::WouldBlock { .. }));
+    assert_eq!(
+        s.first_position(),
+        Position(0),
+        "nothing the cursor needs was deleted"
+    );
+}
