@@ -64,8 +64,17 @@ pub struct Stats {
 
 #[derive(Clone, Copy)]
 pub(crate) enum State<K> {
-    Queued { sent_before: bool },
-    InFlight { op: K, since: Instant },
+    Queued {
+        sent_before: bool,
+    },
+    /// Handed to the MQTT client; the publish call has not returned yet.
+    Sending {
+        sent_before: bool,
+    },
+    InFlight {
+        op: K,
+        since: Instant,
+    },
     Acked,
 }
 
@@ -258,22 +267,50 @@ impl<M: RawMutex, const N: usize, K: Copy> Outbox<M, N, K> {
         self.with(|inner| {
             for i in 0..inner.ring.len() {
                 if let Some(entry) = inner.ring.get_mut(i) {
-                    if matches!(entry.state, State::InFlight { .. }) {
-                        entry.state = State::Queued { sent_before: true };
+                    match entry.state {
+                        State::InFlight { .. } | State::Sending { sent_before: true } => {
+                            entry.state = State::Queued { sent_before: true }
+                        }
+                        State::Sending { sent_before: false } => {
+                            entry.state = State::Queued { sent_before: false }
+                        }
+                        State::Queued { .. } | State::Acked => {}
                     }
                 }
             }
         })
     }
 
-    /// The oldest queued reading, to be published next.
-    pub(crate) fn next_queued(&self) -> Option<Telemetry> {
+    /// Take the oldest queued reading for publishing. It cannot be dropped by overflow until
+    /// [`Outbox::mark_in_flight`] or [`Outbox::abort_send`] is called for it.
+    pub(crate) fn begin_send(&self) -> Option<Telemetry> {
         self.with(|inner| {
-            inner
-                .ring
-                .iter()
-                .find(|e| matches!(e.state, State::Queued { .. }))
-                .map(|e| e.telemetry)
+            let i = (0..inner.ring.len()).find(|&i| {
+                matches!(
+                    inner.ring.get(i).map(|e| e.state),
+                    Some(State::Queued { .. })
+                )
+            })?;
+            let entry = inner.ring.get_mut(i)?;
+            if let State::Queued { sent_before } = entry.state {
+                entry.state = State::Sending { sent_before };
+            }
+            Some(entry.telemetry)
+        })
+    }
+
+    /// The publish of reading `seq` failed before the client accepted it.
+    pub(crate) fn abort_send(&self, seq: u64) {
+        self.with(|inner| {
+            for i in 0..inner.ring.len() {
+                if let Some(entry) = inner.ring.get_mut(i) {
+                    if let (true, State::Sending { sent_before }) =
+                        (entry.telemetry.seq == seq, entry.state)
+                    {
+                        entry.state = State::Queued { sent_before };
+                    }
+                }
+            }
         })
     }
 
@@ -288,7 +325,7 @@ impl<M: RawMutex, const N: usize, K: Copy> Outbox<M, N, K> {
                 return;
             };
             if let Some(entry) = inner.ring.get_mut(i) {
-                if let State::Queued { sent_before: true } = entry.state {
+                if let State::Sending { sent_before: true } = entry.state {
                     inner.stats.retransmitted += 1;
                 }
                 entry.state = match op {
@@ -335,7 +372,7 @@ mod tests {
                 }
             );
         }
-        let t = o.next_queued().unwrap();
+        let t = o.begin_send().unwrap();
         assert_eq!((t.device_id, t.boot_id, t.seq), (DeviceId(3), 9, 0));
         assert_eq!(o.stats().submitted, 5);
         assert_eq!(o.pending(), 5);
@@ -405,7 +442,7 @@ mod tests {
     fn send_all(o: &Outbox<NoopRawMutex, 8, u16>, limit: usize) -> Vec<u64> {
         let mut sent = vec![];
         while sent.len() < limit {
-            let Some(t) = o.next_queued() else { break };
+            let Some(t) = o.begin_send() else { break };
             o.mark_in_flight(t.seq, Some(t.seq as u16 + 100), Instant::from_ticks(0));
             sent.push(t.seq);
         }
@@ -460,6 +497,22 @@ mod tests {
         o.requeue_in_flight();
         assert_eq!(send_all(&o, 8), vec![0, 1, 2]);
         assert_eq!(o.stats().retransmitted, 2);
+    }
+
+    #[test]
+    fn a_reading_being_sent_is_not_dropped_and_can_be_returned() {
+        let o: Outbox<NoopRawMutex, 2, u16> =
+            Outbox::new(DeviceId(1), 0, OverflowPolicy::DropOldest);
+        o.submit(0, &[]).unwrap();
+        o.submit(1, &[]).unwrap();
+        assert_eq!(o.begin_send().unwrap().seq, 0);
+        assert_eq!(o.submit(2, &[]).unwrap().dropped, Some(1));
+        o.abort_send(0);
+        assert_eq!(queued_seqs(&o), vec![0, 2]);
+        assert_eq!(o.begin_send().unwrap().seq, 0);
+        o.requeue_in_flight();
+        assert_eq!(o.stats().retransmitted, 0);
+        assert_eq!(queued_seqs(&o), vec![0, 2]);
     }
 
     #[test]

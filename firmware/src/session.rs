@@ -266,17 +266,25 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
             }
             let mut in_flight = in_flight;
             while in_flight < WINDOW && conn.can_publish(QoS::AtLeastOnce) {
-                let Some(telemetry) = self.outbox.next_queued() else {
+                let Some(telemetry) = self.outbox.begin_send() else {
                     break;
                 };
-                let bytes = encode_telemetry(&telemetry, wire).map_err(|_| LinkError::Encode)?;
-                let op = conn
+                let Ok(bytes) = encode_telemetry(&telemetry, wire) else {
+                    self.outbox.abort_send(telemetry.seq);
+                    return Err(LinkError::Encode);
+                };
+                let published = conn
                     .publish(
                         Publication::bytes(self.topics.telemetry.as_str(), bytes)
                             .qos(QoS::AtLeastOnce),
                     )
-                    .await
-                    .map_err(|_| LinkError::Io)?;
+                    .await;
+                let Ok(op) = published else {
+                    // The connection is unusable; a resumed session may still replay the
+                    // packet if it was admitted, the gateway drops the duplicate.
+                    self.outbox.abort_send(telemetry.seq);
+                    return Err(LinkError::Io);
+                };
                 self.outbox
                     .mark_in_flight(telemetry.seq, op, Instant::now());
                 in_flight += 1;

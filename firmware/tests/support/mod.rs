@@ -1,0 +1,7 @@
+//! Support for the end-to-end simulation tests.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod netns;
+pub mod sim;
+pub mod subscriber;
