@@ -1,0 +1,592 @@
+//! State shared by all connections: sessions, subscriptions, retained messages, the QoS 1
+//! duplicate filter, and the store path (route → ACL → validate → append).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Authenticator, Identity};
+use crate::codec::Publish;
+use crate::config::Config;
+use crate::journal::{Journal, JournalError, RecordRef};
+use crate::meta::{MessageProperties, MqttMeta};
+use crate::metrics::{Drop, Metrics};
+use crate::route::RouteTable;
+use crate::topic;
+
+/// A message on its way to subscribers, shared by all of them.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Stream it was read from.
+    pub stream: Arc<str>,
+    /// Its position there.
+    pub position: u64,
+    /// Topic it is delivered under.
+    pub topic: String,
+    /// QoS it was published with.
+    pub qos: u8,
+    /// Retain flag it was published with.
+    pub retain: bool,
+    /// Payload, verbatim.
+    pub payload: Bytes,
+    /// MQTT 5 properties.
+    pub properties: MessageProperties,
+    /// Client id of the MQTT publisher ("" for other writers).
+    pub origin: String,
+}
+
+/// One message queued for one subscriber.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message.
+    pub msg: Arc<Delivery>,
+    /// QoS granted for this subscriber (min of published and subscribed).
+    pub qos: u8,
+    /// Retain flag to send.
+    pub retain: bool,
+}
+
+/// A subscription of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Topic filter.
+    pub filter: String,
+    /// Maximum QoS.
+    pub qos: u8,
+    /// MQTT 5 no-local.
+    pub no_local: bool,
+    /// MQTT 5 retain-as-published.
+    pub retain_as_published: bool,
+}
+
+/// Outbound QoS 1/2 message awaiting acknowledgement.
+#[derive(Debug, Clone)]
+pub enum Inflight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish(Outgoing),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Release,
+}
+
+/// Session data used by exactly one connection at a time (the connection holds the lock for its
+/// whole life; a taking-over connection waits for it).
+#[derive(Debug)]
+pub struct SessionData {
+    /// Queue filled by the fan-out, drained by the connection.
+    pub rx: mpsc::Receiver<Outgoing>,
+    /// Outbound messages not yet acknowledged, by packet id (resent on reconnect).
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// Inbound QoS 2 packet ids stored and PUBREC'd, waiting for PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Next outbound packet id to try.
+    pub next_pkid: u16,
+}
+
+/// Control part of a session, under a short std mutex.
+#[derive(Debug, Default)]
+pub struct SessionCtl {
+    /// Incremented by every connection that attaches.
+    pub generation: u64,
+    /// Ends the attached connection (value: MQTT 5 disconnect reason).
+    pub kill: Option<oneshot::Sender<u8>>,
+    /// Session expiry interval in seconds (`u32::MAX` = never).
+    pub expiry_secs: u32,
+}
+
+/// A session: survives connections when it is persistent.
+#[derive(Debug)]
+pub struct Session {
+    /// Client identifier.
+    pub client_id: String,
+    /// Exclusive per-connection data.
+    pub data: tokio::sync::Mutex<SessionData>,
+    /// Control data.
+    pub ctl: Mutex<SessionCtl>,
+    /// A connection is attached. Written under `ctl`; read by the fan-out to skip QoS 0 for
+    /// offline sessions; Relaxed is enough because a stale read only affects one QoS 0 message.
+    pub online: AtomicBool,
+    tx: mpsc::Sender<Outgoing>,
+    subs: RwLock<Vec<Subscription>>,
+}
+
+impl Session {
+    fn new(client_id: &str, queue: usize) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(queue);
+        Arc::new(Session {
+            client_id: client_id.to_owned(),
+            data: tokio::sync::Mutex::new(SessionData {
+                rx,
+                inflight: BTreeMap::new(),
+                incoming_qos2: HashSet::new(),
+                next_pkid: 1,
+            }),
+            ctl: Mutex::new(SessionCtl::default()),
+            online: AtomicBool::new(false),
+            tx,
+            subs: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Current subscriptions.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.subs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Result of storing a PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Appended at this position of this stream.
+    Stored(u64),
+    /// A redelivery of a message already stored: not appended again.
+    Duplicate,
+    /// ACL forbids the topic.
+    Denied,
+    /// No route matches the topic.
+    NoRoute,
+    /// Failed route validation; appended to the dead-letter stream.
+    DeadLetter,
+    /// Larger than the stream accepts.
+    TooLarge,
+    /// The journal failed; nothing was stored.
+    Failed,
+}
+
+#[derive(Debug)]
+struct RetainedEntry {
+    stream: Arc<str>,
+    position: u64,
+    /// `None` is a tombstone (retained message cleared).
+    msg: Option<Arc<Delivery>>,
+}
+
+/// Shared gateway state.
+pub struct Broker {
+    /// Configuration in effect.
+    pub config: Config,
+    /// Storage.
+    pub journal: Arc<dyn Journal>,
+    /// Routes.
+    pub routes: RouteTable,
+    /// Credentials and ACLs.
+    pub auth: Authenticator,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    retained: RwLock<HashMap<String, RetainedEntry>>,
+    dedup: Mutex<HashMap<String, HashMap<u16, u64>>>,
+    wakers: RwLock<HashMap<String, std::thread::Thread>>,
+    next_client_number: AtomicU64,
+    /// (start of the current one-second window, CONNECTs admitted in it).
+    connect_window: Mutex<(std::time::Instant, u32)>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+fn content_hash(topic: &str, payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    topic.hash(&mut h);
+    payload.hash(&mut h);
+    h.finish()
+}
+
+impl Broker {
+    /// Builds the shared state.
+    pub fn new(config: Config, journal: Arc<dyn Journal>, metrics: Arc<Metrics>) -> Self {
+        let routes = RouteTable::new(&config.effective_routes());
+        let auth = Authenticator::new(&config.auth);
+        Broker {
+            config,
+            journal,
+            routes,
+            auth,
+            metrics,
+            sessions: Mutex::default(),
+            retained: RwLock::default(),
+            dedup: Mutex::default(),
+            wakers: RwLock::default(),
+            next_client_number: AtomicU64::new(1),
+            connect_window: Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Admits one CONNECT under `mqtt.max_connect_rate` (per second; 0 = unlimited).
+    pub fn allow_connect(&self) -> bool {
+        let limit = self.config.mqtt.max_connect_rate;
+        if limit == 0 {
+            return true;
+        }
+        let mut w = self
+            .connect_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(w.0) >= std::time::Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        if w.1 < limit {
+            w.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Registers the thread that tails `stream`, to wake it after local appends.
+    pub fn set_waker(&self, stream: &str, thread: std::thread::Thread) {
+        self.wakers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stream.to_owned(), thread);
+    }
+
+    fn wake(&self, stream: &str) {
+        if let Some(t) = self
+            .wakers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+        {
+            t.unpark();
+        }
+    }
+
+    /// A fresh client identifier for MQTT 5 clients that sent an empty one.
+    pub fn assign_client_id(&self) -> String {
+        format!(
+            "ringway-{}-{}",
+            std::process::id(),
+            self.next_client_number.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Finds or creates the session for `client_id`. With `clean_start` any previous session is
+    /// discarded. Returns the session and whether a previous one was resumed. Any connection
+    /// still attached to the previous session is told to end (`takeover_reason`).
+    pub fn attach(&self, client_id: &str, clean_start: bool) -> (Arc<Session>, bool) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = sessions.get(client_id) {
+            let mut ctl = existing.ctl.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(kill) = ctl.kill.take() {
+                let _ = kill.send(0x8E);
+            }
+            ctl.generation += 1;
+            drop(ctl);
+            if !clean_start {
+                return (existing.clone(), true);
+            }
+            let old = existing.clone();
+            let n = old.subs.read().unwrap_or_else(|p| p.into_inner()).len();
+            self.metrics
+                .subscriptions
+                .fetch_sub(n as u64, Ordering::Relaxed);
+        }
+        let session = Session::new(client_id, self.config.mqtt.max_queued_messages);
+        session
+            .ctl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation = 1;
+        sessions.insert(client_id.to_owned(), session.clone());
+        (session, false)
+    }
+
+    /// Removes `session` from the registry if it is still the registered one for its client id.
+    pub fn remove_session(&self, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+            let n = session.subs.read().unwrap_or_else(|p| p.into_inner()).len();
+            self.metrics
+                .subscriptions
+                .fetch_sub(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// True when `session` is still the registered session of its client id.
+    pub fn is_current(&self, session: &Arc<Session>) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+    }
+
+    /// Number of registered sessions (online or not).
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Adds or replaces a subscription; returns true when it is new (not a replacement).
+    pub fn subscribe(&self, session: &Session, sub: Subscription) -> bool {
+        let mut subs = session.subs.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = subs.iter_mut().find(|s| s.filter == sub.filter) {
+            *existing = sub;
+            false
+        } else {
+            subs.push(sub);
+            Metrics::inc(&self.metrics.subscriptions);
+            true
+        }
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
+        let mut subs = session.subs.write().unwrap_or_else(|p| p.into_inner());
+        let before = subs.len();
+        subs.retain(|s| s.filter != filter);
+        let removed = subs.len() != before;
+        if removed {
+            self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Retained messages whose topic matches `filter`.
+    pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Delivery>> {
+        let retained = self.retained.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Arc<Delivery>> = retained
+            .iter()
+            .filter(|(t, _)| topic::matches(t, filter))
+            .filter_map(|(_, e)| e.msg.clone())
+            .collect();
+        v.sort_by(|a, b| a.topic.cmp(&b.topic));
+        v
+    }
+
+    fn set_retained(&self, d: &Arc<Delivery>) {
+        let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = retained.get(&d.topic) {
+            if *e.stream == *d.stream && e.position >= d.position {
+                return; // already saw this or a newer retained message for the topic
+            }
+        }
+        let msg = (!d.payload.is_empty()).then(|| d.clone());
+        retained.insert(
+            d.topic.clone(),
+            RetainedEntry {
+                stream: d.stream.clone(),
+                position: d.position,
+                msg,
+            },
+        );
+        let live = retained.values().filter(|e| e.msg.is_some()).count();
+        self.metrics.retained.store(live as u64, Ordering::Relaxed);
+    }
+
+    /// Stores a PUBLISH (or will) from `client_id`: ACL, route, duplicate check, validation,
+    /// append. Returns only after the append committed (or failed).
+    pub fn store(
+        &self,
+        client_id: &str,
+        identity: &Identity,
+        p: &Publish,
+        v5: bool,
+        qos2_duplicate: bool,
+    ) -> StoreOutcome {
+        if !identity.may_publish(&p.topic) {
+            self.metrics.dropped(Drop::AclDenied);
+            return StoreOutcome::Denied;
+        }
+        let Some(route) = self.routes.inbound(&p.topic) else {
+            self.metrics.dropped(Drop::NoRoute);
+            return StoreOutcome::NoRoute;
+        };
+        if qos2_duplicate {
+            Metrics::inc(&self.metrics.duplicates_suppressed);
+            return StoreOutcome::Duplicate;
+        }
+        let hash = (p.qos == 1).then(|| content_hash(&p.topic, &p.payload));
+        if let Some(h) = hash {
+            if p.dup {
+                let dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                if dedup.get(client_id).and_then(|m| m.get(&p.pkid)) == Some(&h) {
+                    Metrics::inc(&self.metrics.duplicates_suppressed);
+                    return StoreOutcome::Duplicate;
+                }
+            }
+        }
+        let mut meta = MqttMeta {
+            topic: p.topic.clone(),
+            qos: p.qos,
+            retain: p.retain,
+            v5,
+            packet_id: p.pkid,
+            client_id: client_id.to_owned(),
+            key: route.key_for(&p.topic),
+            properties: p.properties.clone(),
+        };
+        let mut stream = route.stream.as_str();
+        let mut dead = false;
+        if let Some(max) = route.max_payload_size {
+            if p.payload.len() > max {
+                meta.properties.user_properties.push((
+                    "ringway-dead-letter-reason".into(),
+                    format!(
+                        "payload of {} bytes exceeds route limit {max}",
+                        p.payload.len()
+                    ),
+                ));
+                stream = &self.config.storage.dead_letter_stream;
+                dead = true;
+            }
+        }
+        let Ok(meta_bytes) = meta.encode() else {
+            return StoreOutcome::TooLarge;
+        };
+        match self.journal.append(stream, &meta_bytes, &p.payload) {
+            Ok(pos) => {
+                Metrics::inc(&self.metrics.appended);
+                if dead {
+                    Metrics::inc(&self.metrics.dead_letters);
+                    return StoreOutcome::DeadLetter;
+                }
+                self.wake(stream);
+                if let Some(h) = hash {
+                    self.dedup
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(client_id.to_owned())
+                        .or_default()
+                        .insert(p.pkid, h);
+                }
+                if p.retain {
+                    let d = Arc::new(Delivery {
+                        stream: Arc::from(stream),
+                        position: pos,
+                        topic: p.topic.clone(),
+                        qos: p.qos,
+                        retain: true,
+                        payload: p.payload.clone(),
+                        properties: p.properties.clone(),
+                        origin: client_id.to_owned(),
+                    });
+                    self.set_retained(&d);
+                }
+                StoreOutcome::Stored(pos)
+            }
+            Err(JournalError::TooLarge { .. }) => {
+                Metrics::inc(&self.metrics.append_errors);
+                StoreOutcome::TooLarge
+            }
+            Err(e) => {
+                log::error!("append to {stream} failed: {e}");
+                Metrics::inc(&self.metrics.append_errors);
+                StoreOutcome::Failed
+            }
+        }
+    }
+
+    /// Turns a frame of `stream` into a delivery (topic from its meta or the route template).
+    pub fn delivery_of(&self, stream: &Arc<str>, r: &RecordRef<'_>) -> Option<Arc<Delivery>> {
+        let (topic, qos, retain, properties, origin) = match MqttMeta::decode(r.meta) {
+            Ok(m) => {
+                let topic = if m.topic.is_empty() {
+                    self.routes.outbound_topic(stream, m.key.as_deref())
+                } else {
+                    topic::valid_topic_name(&m.topic).then_some(m.topic)
+                };
+                (topic, m.qos, m.retain, m.properties, m.client_id)
+            }
+            Err(_) => (
+                self.routes.outbound_topic(stream, None),
+                0,
+                false,
+                MessageProperties::default(),
+                String::new(),
+            ),
+        };
+        let Some(topic) = topic else {
+            self.metrics.dropped(Drop::NoTopic);
+            return None;
+        };
+        Some(Arc::new(Delivery {
+            stream: stream.clone(),
+            position: r.position,
+            topic,
+            qos,
+            retain,
+            payload: Bytes::copy_from_slice(r.payload),
+            properties,
+            origin,
+        }))
+    }
+
+    /// Start-up scan of one frame: rebuilds retained messages and the duplicate filter.
+    pub fn scan_frame(&self, stream: &Arc<str>, r: &RecordRef<'_>) {
+        let Ok(m) = MqttMeta::decode(r.meta) else {
+            return;
+        };
+        if m.qos == 1 && !m.client_id.is_empty() {
+            self.dedup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(m.client_id.clone())
+                .or_default()
+                .insert(m.packet_id, content_hash(&m.topic, r.payload));
+        }
+        if m.retain {
+            if let Some(d) = self.delivery_of(stream, r) {
+                self.set_retained(&d);
+            }
+        }
+    }
+
+    /// Hands a live frame to every matching subscriber without ever blocking.
+    pub fn dispatch(&self, d: Arc<Delivery>) {
+        if d.retain {
+            self.set_retained(&d);
+        }
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in sessions {
+            let mut best: Option<(u8, bool)> = None;
+            for sub in s.subs.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                if sub.no_local && d.origin == s.client_id {
+                    continue;
+                }
+                if topic::matches(&d.topic, &sub.filter) {
+                    let q = sub.qos.min(d.qos);
+                    let rap = sub.retain_as_published && d.retain;
+                    best = Some(match best {
+                        Some((bq, br)) => (bq.max(q), br || rap),
+                        None => (q, rap),
+                    });
+                }
+            }
+            let Some((qos, retain)) = best else { continue };
+            // Relaxed: see `Session::online`.
+            if qos == 0 && !s.online.load(Ordering::Relaxed) {
+                continue;
+            }
+            let out = Outgoing {
+                msg: d.clone(),
+                qos,
+                retain,
+            };
+            if s.tx.try_send(out).is_err() {
+                self.metrics.dropped(Drop::QueueFull);
+            }
+        }
+    }
+}

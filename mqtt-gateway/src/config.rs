@@ -1,0 +1,376 @@
+//! `ringway.toml`: the gateway's configuration. Every field has a default, so an empty file (or
+//! no file) gives a working node: MQTT on `127.0.0.1:1883`, every topic routed to stream `mqtt`,
+//! anonymous access allowed, metrics on `127.0.0.1:9883`. See `ringway.example.toml` in this
+//! crate for a documented example.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::topic;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// File that was read.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys are errors too).
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values parse but make no sense together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// MQTT listener and protocol limits.
+    pub mqtt: MqttConfig,
+    /// Where and how streams are stored.
+    pub storage: StorageConfig,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Users, passwords and ACLs.
+    pub auth: AuthConfig,
+    /// Inbound/outbound routes, tried in order; the first whose filter matches a published topic
+    /// wins. Empty means the single route `#` → stream `mqtt`.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// MQTT listener settings and per-connection limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Addresses to listen on (IPv4 and/or IPv6). Default `["127.0.0.1:1883"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Largest MQTT packet accepted (bytes, whole packet). Larger packets close the connection
+    /// (MQTT 5: DISCONNECT 0x95). Default 1 MiB.
+    pub max_packet_size: usize,
+    /// Most simultaneous connections; further CONNECTs are refused (server unavailable / 0x97
+    /// quota exceeded). Default 10000.
+    pub max_connections: usize,
+    /// Most unacknowledged outbound QoS 1/2 messages per connection (MQTT 5 clients may lower it
+    /// with Receive Maximum). Also the Receive Maximum announced to MQTT 5 clients. Default 32.
+    pub max_inflight: u16,
+    /// Bound of each connection's outbound queue (messages). When it is full, new messages for
+    /// that subscriber are dropped and counted (`ringway_mqtt_dropped_total{reason="queue_full"}`):
+    /// a slow subscriber never stalls publishers or other subscribers. Default 1000.
+    pub max_queued_messages: usize,
+    /// Seconds a new connection may take to send CONNECT. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Largest keep-alive accepted from MQTT 5 clients (seconds; the server announces it via
+    /// Server Keep Alive when a client asks for more or for 0). 0 = accept any. Default 0.
+    pub max_keep_alive_secs: u16,
+    /// Most new connections accepted per second over the whole gateway (0 = unlimited). Default 0.
+    pub max_connect_rate: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            max_packet_size: 1 << 20,
+            max_connections: 10_000,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            connect_timeout_secs: 10,
+            max_keep_alive_secs: 0,
+            max_connect_rate: 0,
+        }
+    }
+}
+
+/// Journal settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root directory of the streams. Default: `$RINGWAY_DIR`, else `/dev/shm/ringway`.
+    pub dir: Option<PathBuf>,
+    /// Segment size of streams the gateway creates (power of two, 64 KiB..512 MiB). The largest
+    /// message (metadata + payload) is a quarter of it. Default 16 MiB.
+    pub segment_size: u64,
+    /// Create routed streams in multi-writer mode so local publishers can append to them while
+    /// the gateway runs. Default true.
+    pub multi_writer: bool,
+    /// CRC32C on every frame of streams the gateway creates. Default true.
+    pub crc: bool,
+    /// How often (microseconds) an idle stream is polled for frames appended by other processes.
+    /// Frames appended through the gateway wake its readers at once. Default 1000.
+    pub poll_interval_us: u64,
+    /// Rebuild retained messages and the QoS 1 duplicate filter by reading routed streams from
+    /// their oldest frame at start-up. Default true.
+    pub scan_on_start: bool,
+    /// Stream receiving messages that fail a route's validation, with the reason in the
+    /// metadata's user property `ringway-dead-letter-reason`. Default `mqtt-dead-letter`.
+    pub dead_letter_stream: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: None,
+            segment_size: 16 << 20,
+            multi_writer: true,
+            crc: true,
+            poll_interval_us: 1000,
+            scan_on_start: true,
+            dead_letter_stream: "mqtt-dead-letter".into(),
+        }
+    }
+}
+
+/// Prometheus endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` HTTP endpoint; `None` disables it. Default `127.0.0.1:9883`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9883))),
+        }
+    }
+}
+
+/// Authentication and authorization.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept clients without a username. Default true.
+    pub allow_anonymous: bool,
+    /// ACL of anonymous clients.
+    pub anonymous: Acl,
+    /// Known users.
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            anonymous: Acl::default(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// Topic filters a client may publish to and subscribe to. `%u` is replaced by the username and
+/// `%c` by the client id. Default: everything (`#`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Acl {
+    /// Filters that published topics must match.
+    pub publish: Vec<String>,
+    /// Filters that subscription filters must fall within.
+    pub subscribe: Vec<String>,
+}
+
+impl Default for Acl {
+    fn default() -> Self {
+        Acl {
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        }
+    }
+}
+
+/// One user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Username as sent in CONNECT.
+    pub username: String,
+    /// Argon2 PHC string (`$argon2id$v=19$...`); produce one with
+    /// [`crate::auth::hash_password`]. Plain-text passwords are not accepted.
+    pub password_hash: String,
+    /// What this user may do. Default: everything.
+    #[serde(default, flatten)]
+    pub acl: Acl,
+}
+
+/// One route between MQTT topics and a stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Topic filter selecting the published topics that go to `stream`.
+    pub filter: String,
+    /// Stream name.
+    pub stream: String,
+    /// Topic level (0-based) whose value is stored as the message key, e.g. 1 for
+    /// `sensors/+/temperature`.
+    #[serde(default)]
+    pub key_level: Option<usize>,
+    /// Topic under which frames of `stream` that carry no MQTT topic (written by non-MQTT
+    /// writers) are delivered to subscribers. `{key}` is replaced by the frame's key and
+    /// `{stream}` by the stream name; frames lacking a needed key are skipped. Default `{stream}`.
+    #[serde(default)]
+    pub outbound_topic: Option<String>,
+    /// Largest payload accepted on this route; larger ones go to the dead-letter stream.
+    #[serde(default)]
+    pub max_payload_size: Option<usize>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The routes in effect: the configured ones, or `#` → `mqtt`.
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
+        if self.routes.is_empty() {
+            vec![RouteConfig {
+                filter: "#".into(),
+                stream: "mqtt".into(),
+                key_level: None,
+                outbound_topic: None,
+                max_payload_size: None,
+            }]
+        } else {
+            self.routes.clone()
+        }
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.mqtt.listen.is_empty() {
+            return bad("mqtt.listen must name at least one address".into());
+        }
+        if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 256 << 20 {
+            return bad("mqtt.max_packet_size must be within 64 B..256 MiB".into());
+        }
+        if self.mqtt.max_inflight == 0 {
+            return bad("mqtt.max_inflight must be at least 1".into());
+        }
+        if self.mqtt.max_queued_messages == 0 {
+            return bad("mqtt.max_queued_messages must be at least 1".into());
+        }
+        let seg = self.storage.segment_size;
+        if !seg.is_power_of_two() || !(64 << 10..=512 << 20).contains(&seg) {
+            return bad(
+                "storage.segment_size must be a power of two within 64 KiB..512 MiB".into(),
+            );
+        }
+        for r in &self.routes {
+            if !topic::valid_filter(&r.filter) {
+                return bad(format!(
+                    "route filter {:?} is not a valid topic filter",
+                    r.filter
+                ));
+            }
+            if !valid_stream_name(&r.stream) {
+                return bad(format!("route stream name {:?} is not valid", r.stream));
+            }
+        }
+        if !valid_stream_name(&self.storage.dead_letter_stream) {
+            return bad("storage.dead_letter_stream is not a valid stream name".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.auth.users {
+            if !seen.insert(&u.username) {
+                return bad(format!("user {:?} appears twice", u.username));
+            }
+            if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+                return bad(format!(
+                    "user {:?}: password_hash is not a PHC hash string ({e})",
+                    u.username
+                ));
+            }
+        }
+        for acl in
+            std::iter::once(&self.auth.anonymous).chain(self.auth.users.iter().map(|u| &u.acl))
+        {
+            for f in acl.publish.iter().chain(&acl.subscribe) {
+                if !topic::valid_filter(f) {
+                    return bad(format!("ACL filter {f:?} is not a valid topic filter"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stream names the gateway accepts: non-empty, at most 200 bytes of `[A-Za-z0-9._-]`, not
+/// starting with a dot.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(
+            c.mqtt.listen,
+            vec!["127.0.0.1:1883".parse::<SocketAddr>().unwrap()]
+        );
+        let routes = c.effective_routes();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(
+            (routes[0].filter.as_str(), routes[0].stream.as_str()),
+            ("#", "mqtt")
+        );
+        assert!(c.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../ringway.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.auth.users.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n").unwrap_err();
+        assert!(e.to_string().contains("max_inflight"), "{e}");
+        let e = Config::from_toml("[mqtt]\nlisten = [\"nonsense\"]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse(_)));
+        let e = Config::from_toml("[mqtt]\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::from_toml("[[route]]\nfilter = \"a/#/b\"\nstream = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("a/#/b"), "{e}");
+        let e = Config::from_toml("[[route]]\nfilter = \"#\"\nstream = \"../etc\"\n").unwrap_err();
+        assert!(e.to_string().contains("stream name"), "{e}");
+        let e = Config::from_toml("[[auth.users]]\nusername = \"a\"\npassword_hash = \"secret\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("PHC"), "{e}");
+        let e = Config::from_file(Path::new("/nonexistent/ringway.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Io { .. }));
+    }
+}

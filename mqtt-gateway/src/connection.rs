@@ -1,0 +1,713 @@
+//! One MQTT connection: CONNECT handshake, then a loop that reads packets, stores PUBLISHes
+//! (acknowledging only after the append), and writes queued messages to the client within its
+//! inflight window. Every protocol error ends only this connection.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::auth::{AuthOutcome, Identity};
+use crate::broker::{Broker, Inflight, Outgoing, Session, SessionData, StoreOutcome, Subscription};
+use crate::codec::{
+    self, CodecError, ConnAckCode, ConnAckInfo, Connect, Inbound, Outbound, Publish,
+    SubscribeFilter, Version, Will,
+};
+use crate::meta::MessageProperties;
+use crate::metrics::{Drop, Metrics};
+use crate::topic;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// DISCONNECT received (MQTT 5 reason; 0x04 asks for the will).
+    Disconnect(u8),
+    /// Socket closed or failed.
+    Closed,
+    /// Keep-alive expired.
+    KeepAlive,
+    /// Malformed packet or protocol violation (MQTT 5 reason to send).
+    Protocol(u8),
+    /// Another connection took the session over.
+    TakenOver,
+    /// Gateway shutting down.
+    Shutdown,
+    /// A QoS > 0 message could not be stored on a 3.1.1 connection (which has no negative ack):
+    /// close without acknowledging so the client retries.
+    StorageFailed,
+}
+
+impl Exit {
+    fn publishes_will(self) -> bool {
+        !matches!(self, Exit::Disconnect(r) if r != 0x04)
+    }
+}
+
+fn codec_reason(e: &CodecError) -> u8 {
+    match e {
+        CodecError::Malformed(_) => 0x81,
+        CodecError::TooLarge(_) => 0x95,
+        CodecError::Protocol(_) => 0x82,
+        CodecError::UnsupportedVersion(_) => 0x84,
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(broker: Arc<Broker>, socket: TcpStream, shutdown: watch::Receiver<bool>) {
+    let _ = socket.set_nodelay(true);
+    let (rd, wr) = socket.into_split();
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut rd = rd;
+    let mut wr = wr;
+    let max = broker.config.mqtt.max_packet_size;
+    let deadline = Duration::from_secs(broker.config.mqtt.connect_timeout_secs.max(1));
+    let first = tokio::time::timeout(deadline, read_connect(&mut rd, &mut inbuf, max)).await;
+    let (version, connect) = match first {
+        Ok(Ok(Some(v))) => v,
+        Ok(Err(CodecError::UnsupportedVersion(_))) => {
+            Metrics::inc(&broker.metrics.connects_refused);
+            let _ = wr.write_all(&[0x20, 2, 0, 1]).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            log::debug!("bad CONNECT: {e}");
+            Metrics::inc(&broker.metrics.protocol_errors);
+            return;
+        }
+        Ok(Ok(None)) | Err(_) => return,
+    };
+    let mut conn = match handshake(&broker, version, *connect, &mut wr).await {
+        Some(c) => c,
+        None => {
+            Metrics::inc(&broker.metrics.connects_refused);
+            return;
+        }
+    };
+    Metrics::inc(&broker.metrics.connections);
+    Metrics::inc(&broker.metrics.connections_total);
+    conn.run(rd, wr, inbuf, shutdown).await;
+    broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_connect(
+    rd: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<(Version, Box<Connect>)>, CodecError> {
+    loop {
+        if let Some(v) = codec::peek_connect_version(inbuf, max)? {
+            if let Some(c) = codec::decode_connect(inbuf, v, max)? {
+                return Ok(Some((v, Box::new(c))));
+            }
+        }
+        match rd.read_buf(inbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn refuse(wr: &mut OwnedWriteHalf, version: Version, code: ConnAckCode, broker: &Broker) {
+    let mut out = BytesMut::new();
+    let info = ConnAckInfo {
+        receive_maximum: broker.config.mqtt.max_inflight,
+        max_packet_size: broker.config.mqtt.max_packet_size as u32,
+        ..ConnAckInfo::default()
+    };
+    let _ = codec::encode(
+        &Outbound::ConnAck {
+            session_present: false,
+            code,
+            info,
+        },
+        version,
+        &mut out,
+    );
+    let _ = wr.write_all(&out).await;
+}
+
+/// Validates CONNECT, authenticates, attaches the session and sends CONNACK.
+async fn handshake(
+    broker: &Arc<Broker>,
+    version: Version,
+    c: Connect,
+    wr: &mut OwnedWriteHalf,
+) -> Option<Conn> {
+    let cfg = &broker.config.mqtt;
+    if broker.metrics.connections.load(Ordering::Relaxed) >= cfg.max_connections as u64 {
+        refuse(wr, version, ConnAckCode::QuotaExceeded, broker).await;
+        return None;
+    }
+    if !broker.allow_connect() {
+        refuse(wr, version, ConnAckCode::RateExceeded, broker).await;
+        return None;
+    }
+    if c.auth_method.is_some() {
+        refuse(wr, version, ConnAckCode::BadAuthMethod, broker).await;
+        return None;
+    }
+    let mut assigned = None;
+    let client_id = if c.client_id.is_empty() {
+        if version == Version::V311 && !c.clean_start {
+            refuse(wr, version, ConnAckCode::BadClientId, broker).await;
+            return None;
+        }
+        let id = broker.assign_client_id();
+        if version == Version::V5 {
+            assigned = Some(id.clone());
+        }
+        id
+    } else {
+        c.client_id.clone()
+    };
+    if let Some(w) = &c.will {
+        if !topic::valid_topic_name(&w.topic) {
+            refuse(wr, version, ConnAckCode::NotAuthorized, broker).await;
+            return None;
+        }
+    }
+    let outcome = if broker.auth.needs_hashing(c.username.as_deref()) {
+        let b = broker.clone();
+        let (id, user, pw) = (client_id.clone(), c.username.clone(), c.password.clone());
+        tokio::task::spawn_blocking(move || b.auth.check(&id, user.as_deref(), &pw))
+            .await
+            .unwrap_or(AuthOutcome::BadCredentials)
+    } else {
+        broker
+            .auth
+            .check(&client_id, c.username.as_deref(), &c.password)
+    };
+    let identity = match outcome {
+        AuthOutcome::Accepted(id) => id,
+        AuthOutcome::BadCredentials => {
+            refuse(wr, version, ConnAckCode::BadCredentials, broker).await;
+            return None;
+        }
+        AuthOutcome::NotAuthorized => {
+            refuse(wr, version, ConnAckCode::NotAuthorized, broker).await;
+            return None;
+        }
+    };
+
+    let (session, resumed) = broker.attach(&client_id, c.clean_start);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let generation = {
+        let mut ctl = session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        ctl.kill = Some(kill_tx);
+        ctl.expiry_secs = c.session_expiry;
+        // Relaxed: see `Session::online`.
+        session.online.store(true, Ordering::Relaxed);
+        ctl.generation
+    };
+    let mut keep_alive = c.keep_alive;
+    let mut server_keep_alive = None;
+    if cfg.max_keep_alive_secs > 0
+        && version == Version::V5
+        && (keep_alive == 0 || keep_alive > cfg.max_keep_alive_secs)
+    {
+        keep_alive = cfg.max_keep_alive_secs;
+        server_keep_alive = Some(keep_alive);
+    }
+    let mut out = BytesMut::new();
+    let _ = codec::encode(
+        &Outbound::ConnAck {
+            session_present: resumed,
+            code: ConnAckCode::Success,
+            info: ConnAckInfo {
+                assigned_client_id: assigned,
+                receive_maximum: cfg.max_inflight,
+                max_packet_size: cfg.max_packet_size as u32,
+                server_keep_alive,
+                session_expiry: None,
+            },
+        },
+        version,
+        &mut out,
+    );
+    Some(Conn {
+        broker: broker.clone(),
+        session,
+        generation,
+        kill_rx: Some(kill_rx),
+        version,
+        client_id,
+        identity,
+        will: c.will,
+        keep_alive,
+        window: cfg.max_inflight.min(c.receive_maximum).max(1) as usize,
+        client_max_packet: c.max_packet_size.map(|m| m as usize),
+        outbuf: out,
+        pending: VecDeque::new(),
+        resumed,
+    })
+}
+
+struct Conn {
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    generation: u64,
+    kill_rx: Option<oneshot::Receiver<u8>>,
+    version: Version,
+    client_id: String,
+    identity: Identity,
+    will: Option<Will>,
+    keep_alive: u16,
+    /// Outbound inflight window (min of our max_inflight and the client's Receive Maximum).
+    window: usize,
+    client_max_packet: Option<usize>,
+    outbuf: BytesMut,
+    /// Retained messages owed after SUBSCRIBE (not subject to queue overflow).
+    pending: VecDeque<Outgoing>,
+    resumed: bool,
+}
+
+enum Event {
+    Kill,
+    Shutdown,
+    Read(std::io::Result<usize>),
+    Out(Option<Outgoing>),
+    KeepAlive,
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut wr: OwnedWriteHalf,
+        mut inbuf: BytesMut,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let session = self.session.clone();
+        // Wait for a connection we took over to release the session data.
+        let data = tokio::time::timeout(Duration::from_secs(10), session.data.lock()).await;
+        let mut data = match data {
+            Ok(d) => d,
+            Err(_) => {
+                let _ = wr.write_all(&self.outbuf).await;
+                self.finish(Exit::Protocol(0x89), &mut wr).await;
+                return;
+            }
+        };
+        if self.resumed {
+            self.resend_inflight(&mut data);
+        }
+        let mut kill_rx = self.kill_rx.take().unwrap_or_else(|| oneshot::channel().1);
+        let ka =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let mut last_rx = Instant::now();
+        let max = self.broker.config.mqtt.max_packet_size;
+        let exit = 'conn: loop {
+            // Drain what can be sent: owed retained messages, then the queue.
+            while data.inflight.len() < self.window {
+                if let Some(o) = self.pending.pop_front() {
+                    self.send_publish(&mut data, o, false);
+                } else if let Ok(o) = data.rx.try_recv() {
+                    self.send_publish(&mut data, o, false);
+                } else {
+                    break;
+                }
+                if self.outbuf.len() > 64 << 10 {
+                    break;
+                }
+            }
+            if !self.outbuf.is_empty() {
+                if wr.write_all(&self.outbuf).await.is_err() {
+                    break Exit::Closed;
+                }
+                self.outbuf.clear();
+            }
+            let can_send = data.inflight.len() < self.window && self.pending.is_empty();
+            let ka_deadline = ka.map(|d| last_rx + d);
+            let event = tokio::select! {
+                _ = &mut kill_rx => Event::Kill,
+                _ = shutdown.changed() => Event::Shutdown,
+                r = rd.read_buf(&mut inbuf) => Event::Read(r),
+                o = data.rx.recv(), if can_send => Event::Out(o),
+                _ = sleep_until_opt(ka_deadline) => Event::KeepAlive,
+            };
+            match event {
+                Event::Kill => break Exit::TakenOver,
+                Event::Shutdown => break Exit::Shutdown,
+                Event::KeepAlive => break Exit::KeepAlive,
+                Event::Out(Some(o)) => self.send_publish(&mut data, o, false),
+                Event::Out(None) => {}
+                Event::Read(Ok(0)) | Event::Read(Err(_)) => break Exit::Closed,
+                Event::Read(Ok(_)) => {
+                    last_rx = Instant::now();
+                    loop {
+                        match codec::decode(&mut inbuf, self.version, max) {
+                            Ok(None) => break,
+                            Ok(Some(packet)) => {
+                                if let Err(exit) = self.on_packet(&mut data, packet) {
+                                    break 'conn exit;
+                                }
+                            }
+                            Err(e) => {
+                                log::debug!("client {}: {e}", self.client_id);
+                                Metrics::inc(&self.broker.metrics.protocol_errors);
+                                break 'conn Exit::Protocol(codec_reason(&e));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if !self.outbuf.is_empty() && !matches!(exit, Exit::Closed) {
+            let _ = wr.write_all(&self.outbuf).await;
+            self.outbuf.clear();
+        }
+        drop(data);
+        self.finish(exit, &mut wr).await;
+    }
+
+    /// Ends the connection: DISCONNECT to MQTT 5 clients, will, session expiry.
+    async fn finish(&mut self, exit: Exit, wr: &mut OwnedWriteHalf) {
+        let reason = match exit {
+            Exit::TakenOver => Some(0x8E),
+            Exit::KeepAlive => Some(0x8D),
+            Exit::Shutdown => Some(0x8B),
+            Exit::Protocol(r) => Some(r),
+            Exit::StorageFailed => Some(0x80),
+            Exit::Disconnect(_) | Exit::Closed => None,
+        };
+        if let Some(r) = reason {
+            let mut out = BytesMut::new();
+            let _ = codec::encode(&Outbound::Disconnect(r), self.version, &mut out);
+            let _ = wr.write_all(&out).await;
+        }
+        let _ = wr.shutdown().await;
+        let expiry = {
+            let mut ctl = self.session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+            if ctl.generation != self.generation {
+                None // taken over: the new connection owns the session now
+            } else {
+                ctl.kill = None;
+                // Relaxed: see `Session::online`.
+                self.session.online.store(false, Ordering::Relaxed);
+                Some(ctl.expiry_secs)
+            }
+        };
+        if exit.publishes_will() {
+            if let Some(will) = self.will.take() {
+                self.publish_will(will, expiry.unwrap_or(0));
+            }
+        }
+        match expiry {
+            Some(0) => self.broker.remove_session(&self.session),
+            Some(u32::MAX) | None => {}
+            Some(secs) => {
+                let (broker, session, generation) =
+                    (self.broker.clone(), self.session.clone(), self.generation);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+                    let same = session
+                        .ctl
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .generation
+                        == generation;
+                    if same {
+                        broker.remove_session(&session);
+                    }
+                });
+            }
+        }
+    }
+
+    fn publish_will(&self, will: Will, session_expiry: u32) {
+        let p = Publish {
+            topic: will.topic,
+            qos: will.qos,
+            retain: will.retain,
+            dup: false,
+            pkid: 0,
+            payload: will.payload,
+            properties: will.properties,
+            topic_alias: None,
+        };
+        let (broker, client_id, identity, v5) = (
+            self.broker.clone(),
+            self.client_id.clone(),
+            self.identity.clone(),
+            self.version == Version::V5,
+        );
+        let delay = will.delay_secs.min(session_expiry);
+        if delay == 0 {
+            Metrics::inc(&broker.metrics.wills);
+            let _ = broker.store(&client_id, &identity, &p, v5, false);
+            return;
+        }
+        let (session, generation) = (self.session.clone(), self.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            let reconnected = session
+                .ctl
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .generation
+                != generation;
+            if !reconnected {
+                Metrics::inc(&broker.metrics.wills);
+                let _ = broker.store(&client_id, &identity, &p, v5, false);
+            }
+        });
+    }
+
+    fn out(&mut self, packet: Outbound) {
+        let _ = codec::encode(&packet, self.version, &mut self.outbuf);
+    }
+
+    fn resend_inflight(&mut self, data: &mut SessionData) {
+        let items: Vec<(u16, Inflight)> =
+            data.inflight.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (pkid, item) in items {
+            match item {
+                Inflight::Publish(o) => {
+                    self.encode_publish(&o, pkid, true);
+                }
+                Inflight::Release => self.out(Outbound::PubRel(pkid, 0)),
+            }
+        }
+    }
+
+    fn encode_publish(&mut self, o: &Outgoing, pkid: u16, dup: bool) -> bool {
+        let p = Publish {
+            topic: o.msg.topic.clone(),
+            qos: o.qos,
+            retain: o.retain,
+            dup,
+            pkid,
+            payload: o.msg.payload.clone(),
+            properties: if self.version == Version::V5 {
+                o.msg.properties.clone()
+            } else {
+                MessageProperties::default()
+            },
+            topic_alias: None,
+        };
+        let start = self.outbuf.len();
+        if codec::encode(&Outbound::Publish(p), self.version, &mut self.outbuf).is_err() {
+            self.outbuf.truncate(start);
+            return false;
+        }
+        if self
+            .client_max_packet
+            .is_some_and(|m| self.outbuf.len() - start > m)
+        {
+            self.outbuf.truncate(start);
+            self.broker.metrics.dropped(Drop::ClientPacketSize);
+            return false;
+        }
+        Metrics::inc(&self.broker.metrics.publish_out);
+        true
+    }
+
+    fn send_publish(&mut self, data: &mut SessionData, o: Outgoing, dup: bool) {
+        let pkid = if o.qos > 0 {
+            let mut id = data.next_pkid;
+            loop {
+                if id == 0 {
+                    id = 1;
+                }
+                if !data.inflight.contains_key(&id) {
+                    break;
+                }
+                id = id.wrapping_add(1);
+            }
+            data.next_pkid = id.wrapping_add(1);
+            id
+        } else {
+            0
+        };
+        if self.encode_publish(&o, pkid, dup) && o.qos > 0 {
+            data.inflight.insert(pkid, Inflight::Publish(o));
+        }
+    }
+
+    fn on_packet(&mut self, data: &mut SessionData, packet: Inbound) -> Result<(), Exit> {
+        match packet {
+            Inbound::Publish(p) => self.on_publish(data, p)?,
+            Inbound::PubAck(id) => {
+                if matches!(data.inflight.get(&id), Some(Inflight::Publish(o)) if o.qos == 1) {
+                    data.inflight.remove(&id);
+                }
+            }
+            Inbound::PubRec(id) => {
+                let known = matches!(data.inflight.get(&id), Some(Inflight::Publish(o)) if o.qos == 2)
+                    || matches!(data.inflight.get(&id), Some(Inflight::Release));
+                if known {
+                    data.inflight.insert(id, Inflight::Release);
+                    self.out(Outbound::PubRel(id, 0));
+                } else {
+                    self.out(Outbound::PubRel(id, 0x92));
+                }
+            }
+            Inbound::PubComp(id) => {
+                if matches!(data.inflight.get(&id), Some(Inflight::Release)) {
+                    data.inflight.remove(&id);
+                }
+            }
+            Inbound::PubRel(id) => {
+                let reason = if data.incoming_qos2.remove(&id) {
+                    0
+                } else {
+                    0x92
+                };
+                self.out(Outbound::PubComp(id, reason));
+            }
+            Inbound::Subscribe {
+                pkid,
+                filters,
+                subscription_id,
+            } => self.on_subscribe(pkid, filters, subscription_id.is_some()),
+            Inbound::Unsubscribe { pkid, filters } => {
+                let codes = filters
+                    .iter()
+                    .map(|f| {
+                        if self.broker.unsubscribe(&self.session, f) {
+                            0
+                        } else {
+                            0x11
+                        }
+                    })
+                    .collect();
+                self.out(Outbound::UnsubAck(pkid, codes));
+            }
+            Inbound::PingReq => self.out(Outbound::PingResp),
+            Inbound::Disconnect {
+                reason,
+                session_expiry,
+            } => {
+                if let Some(e) = session_expiry {
+                    let mut ctl = self.session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+                    if ctl.expiry_secs == 0 && e != 0 {
+                        Metrics::inc(&self.broker.metrics.protocol_errors);
+                        return Err(Exit::Protocol(0x82));
+                    }
+                    ctl.expiry_secs = e;
+                }
+                return Err(Exit::Disconnect(reason));
+            }
+            Inbound::Auth => {
+                Metrics::inc(&self.broker.metrics.protocol_errors);
+                return Err(Exit::Protocol(0x82));
+            }
+            Inbound::Connect(_) => {
+                Metrics::inc(&self.broker.metrics.protocol_errors);
+                return Err(Exit::Protocol(0x82));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, data: &mut SessionData, p: Publish) -> Result<(), Exit> {
+        let m = &self.broker.metrics;
+        Metrics::inc(&m.publish_in[usize::from(p.qos.min(2))]);
+        m.publish_in_bytes
+            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        if p.topic_alias.is_some() {
+            // We announce Topic Alias Maximum 0.
+            Metrics::inc(&m.protocol_errors);
+            return Err(Exit::Protocol(0x94));
+        }
+        if !topic::valid_topic_name(&p.topic) {
+            Metrics::inc(&m.protocol_errors);
+            return Err(Exit::Protocol(0x90));
+        }
+        if p.qos == 2
+            && !data.incoming_qos2.contains(&p.pkid)
+            && data.incoming_qos2.len() >= usize::from(self.broker.config.mqtt.max_inflight)
+        {
+            Metrics::inc(&m.protocol_errors);
+            return Err(Exit::Protocol(0x93));
+        }
+        let dup2 = p.qos == 2 && data.incoming_qos2.contains(&p.pkid);
+        let v5 = self.version == Version::V5;
+        let outcome = self
+            .broker
+            .store(&self.client_id, &self.identity, &p, v5, dup2);
+        let reason = match outcome {
+            StoreOutcome::Stored(_) | StoreOutcome::Duplicate => 0,
+            StoreOutcome::Denied => 0x87,
+            StoreOutcome::NoRoute => 0x90,
+            StoreOutcome::DeadLetter => 0x99,
+            StoreOutcome::TooLarge => 0x97,
+            StoreOutcome::Failed => 0x80,
+        };
+        if p.qos > 0 && outcome == StoreOutcome::Failed && !v5 {
+            return Err(Exit::StorageFailed);
+        }
+        match p.qos {
+            0 => {}
+            1 => self.out(Outbound::PubAck(p.pkid, reason)),
+            _ => {
+                if reason == 0 || !v5 {
+                    data.incoming_qos2.insert(p.pkid);
+                }
+                self.out(Outbound::PubRec(p.pkid, reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubscribeFilter>, has_sub_id: bool) {
+        let v5 = self.version == Version::V5;
+        let fail = |code: u8| if v5 { code } else { 0x80 };
+        let mut codes = Vec::with_capacity(filters.len());
+        for f in filters {
+            if has_sub_id && v5 {
+                codes.push(0xA1);
+                continue;
+            }
+            if !topic::valid_filter(&f.filter) {
+                codes.push(fail(0x8F));
+                continue;
+            }
+            if f.filter.starts_with("$share/") {
+                codes.push(fail(0x9E));
+                continue;
+            }
+            if !self.identity.may_subscribe(&f.filter) {
+                Metrics::inc(&self.broker.metrics.subscribe_denied);
+                codes.push(fail(0x87));
+                continue;
+            }
+            let qos = f.qos.min(2);
+            let is_new = self.broker.subscribe(
+                &self.session,
+                Subscription {
+                    filter: f.filter.clone(),
+                    qos,
+                    no_local: f.no_local,
+                    retain_as_published: f.retain_as_published,
+                },
+            );
+            codes.push(qos);
+            if f.retain_handling == 0 || (f.retain_handling == 1 && is_new) {
+                for msg in self.broker.retained_matching(&f.filter) {
+                    let q = qos.min(msg.qos);
+                    self.pending.push_back(Outgoing {
+                        msg,
+                        qos: q,
+                        retain: true,
+                    });
+                }
+            }
+        }
+        self.out(Outbound::SubAck(pkid, codes));
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Journal`] over ringway-core streams: the production storage of the gateway.
+//!
+//! One [`ringway_core::Writer`] per stream, opened lazily and kept behind a mutex (an append is a
+//! copy into the mapping, so the critical section is short). Streams the gateway creates use
+//! `storage.segment_size`, `storage.crc`, `storage.multi_writer` and a maximum message size of
+//! `mqtt.max_packet_size` plus room for the metadata; existing streams are used as they are.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ringway_core::{AppendOptions, Position, Reader, Start, Stream, StreamConfig, Writer};
+
+use crate::config::Config;
+use crate::journal::{Journal, JournalError, JournalReader, ReadFrom, RecordRef};
+
+/// `type_id` written on frames appended by the gateway (0: untyped payload).
+pub const MQTT_TYPE_ID: u32 = 0;
+
+/// Room reserved for MQTT metadata on top of the largest packet.
+const META_ROOM: u64 = 64 << 10;
+
+/// ringway-core streams under one root directory.
+pub struct CoreJournal {
+    root: PathBuf,
+    stream_config: StreamConfig,
+    streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+}
+
+struct StreamEntry {
+    stream: Stream,
+    writer: Mutex<Option<Writer>>,
+}
+
+impl std::fmt::Debug for CoreJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreJournal")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage_err(stream: &str, e: ringway_core::Error) -> JournalError {
+    match e {
+        ringway_core::Error::Lapped { requested, oldest } => JournalError::Lapped {
+            requested: requested.0,
+            oldest: oldest.0,
+        },
+        ringway_core::Error::MessageTooLarge { len, max } => JournalError::TooLarge { len, max },
+        other => JournalError::Storage {
+            stream: stream.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+impl CoreJournal {
+    /// Opens the root named by the config (`storage.dir`, else ringway-core's default root).
+    pub fn new(config: &Config) -> Result<Self, JournalError> {
+        let root = config
+            .storage
+            .dir
+            .clone()
+            .unwrap_or_else(ringway_core::default_root);
+        std::fs::create_dir_all(&root).map_err(|e| JournalError::Storage {
+            stream: "-".into(),
+            message: format!("cannot create {}: {e}", root.display()),
+        })?;
+        let max_message = (config.mqtt.max_packet_size as u64 + META_ROOM)
+            .min(config.storage.segment_size / 4)
+            .min(u64::from(u32::MAX)) as u32;
+        let stream_config = StreamConfig::default()
+            .segment_size(config.storage.segment_size)
+            .max_message_size(max_message)
+            .crc(config.storage.crc)
+            .multi_writer(config.storage.multi_writer);
+        Ok(CoreJournal {
+            root,
+            stream_config,
+            streams: Mutex::default(),
+        })
+    }
+
+    /// Root directory of the streams.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<StreamEntry>, JournalError> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = streams.get(name) {
+            return Ok(e.clone());
+        }
+        let stream = Stream::open_or_create(&self.root, name, &self.stream_config)
+            .map_err(|e| storage_err(name, e))?;
+        let e = Arc::new(StreamEntry {
+            stream,
+            writer: Mutex::new(None),
+        });
+        streams.insert(name.to_owned(), e.clone());
+        Ok(e)
+    }
+}
+
+impl Journal for CoreJournal {
+    fn ensure_stream(&self, stream: &str) -> Result<(), JournalError> {
+        self.entry(stream).map(|_| ())
+    }
+
+    fn append(&self, stream: &str, meta: &[u8], payload: &[u8]) -> Result<u64, JournalError> {
+        let e = self.entry(stream)?;
+        let mut w = e.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            *w = Some(e.stream.writer().map_err(|err| storage_err(stream, err))?);
+        }
+        let Some(writer) = w.as_mut() else {
+            return Err(JournalError::Storage {
+                stream: stream.to_owned(),
+                message: "no writer".into(),
+            });
+        };
+        let opts = AppendOptions {
+            type_id: MQTT_TYPE_ID,
+            schema_version: 0,
+            meta,
+        };
+        match writer.append_with(&opts, payload) {
+            Ok(Position(p)) => Ok(p),
+            Err(err) => {
+                let err = storage_err(stream, err);
+                if matches!(err, JournalError::Storage { .. }) {
+                    *w = None; // reopen on the next append (e.g. after writer recovery)
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn reader(&self, stream: &str, from: ReadFrom) -> Result<Box<dyn JournalReader>, JournalError> {
+        let e = self.entry(stream)?;
+        let start = match from {
+            ReadFrom::Beginning => Start::Beginning,
+            ReadFrom::End => Start::End,
+            ReadFrom::Position(p) => Start::Position(Position(p)),
+        };
+        let reader = e
+            .stream
+            .reader(start)
+            .map_err(|err| storage_err(stream, err))?;
+        Ok(Box::new(CoreReader {
+            name: stream.to_owned(),
+            reader,
+        }))
+    }
+
+    fn flush(&self) -> Result<(), JournalError> {
+        let streams: Vec<(String, Arc<StreamEntry>)> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, e) in streams {
+            if let Some(w) = e.writer.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                w.flush().map_err(|err| storage_err(&name, err))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct CoreReader {
+    name: String,
+    reader: Reader,
+}
+
+impl JournalReader for CoreReader {
+    fn poll(
+        &mut self,
+        limit: usize,
+        f: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<usize, JournalError> {
+        self.reader
+            .poll(limit, |frame| {
+                f(RecordRef {
+                    position: frame.position().0,
+                    next_position: frame.next_position().0,
+                    meta: frame.meta(),
+                    payload: frame.payload(),
+                })
+            })
+            .map_err(|e| storage_err(&self.name, e))
+    }
+
+    fn position(&self) -> u64 {
+        self.reader.position().0
+    }
+
+    fn skip_to_oldest(&mut self) -> Result<(), JournalError> {
+        self.reader
+            .seek(Start::Beginning)
+            .map_err(|e| storage_err(&self.name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_and_reads_back_meta_and_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.dir = Some(dir.path().to_owned());
+        config.storage.segment_size = 1 << 20;
+        let j = CoreJournal::new(&config).unwrap();
+        let mut rd = j.reader("s", ReadFrom::Beginning).unwrap();
+        let p0 = j.append("s", b"MQmeta", b"\x00\x01payload").unwrap();
+        let p1 = j.append("s", b"", b"second").unwrap();
+        assert!(p1 > p0);
+        let mut seen = Vec::new();
+        let n = rd
+            .poll(10, &mut |r| {
+                seen.push((r.position, r.meta.to_vec(), r.payload.to_vec()))
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            seen[0],
+            (p0, b"MQmeta".to_vec(), b"\x00\x01payload".to_vec())
+        );
+        assert_eq!(seen[1].2, b"second".to_vec());
+        assert_eq!(rd.position(), j.append("s", b"", b"x").unwrap());
+        let too_big = vec![0u8; config.mqtt.max_packet_size + (128 << 10)];
+        assert!(matches!(
+            j.append("s", b"", &too_big),
+            Err(JournalError::TooLarge { .. })
+        ));
+        j.flush().unwrap();
+    }
+}
