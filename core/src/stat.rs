@@ -105,4 +105,21 @@ impl Stream {
             replica: s.config.replica,
         })
     }
+
+    /// Counts the data frames from `from` to the tail (from the oldest position if `from` was
+    /// deleted). Walks the frames: cost is proportional to the lag.
+    pub fn count_messages_from(&self, from: Position) -> Result<u64> {
+        let mut r = match self.reader(crate::Start::Position(from)) {
+            Err(crate::Error::Lapped { .. }) => self.reader(crate::Start::Beginning)?,
+            r => r?,
+        };
+        let mut n = 0u64;
+        loop {
+            let k = r.poll(usize::MAX, |_| {})?;
+            if k == 0 {
+                return Ok(n);
+            }
+            n += k as u64;
+        }
+    }
 }

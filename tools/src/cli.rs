@@ -87,6 +87,14 @@ pub enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Read from the durable cursor NAME and commit it as messages are printed
+        #[arg(long, value_name = "NAME", conflicts_with = "from")]
+        named: Option<String>,
+    },
+    /// Manage durable named cursors
+    Cursor {
+        #[command(subcommand)]
+        action: CursorAction,
     },
     /// Show every stream: segments, bytes, positions, messages, writers
     Stat {
@@ -119,6 +127,41 @@ pub enum Command {
     Delete {
         /// Stream name
         stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CursorAction {
+    /// List a stream's cursors with position, lag and owner
+    List {
+        /// Stream name
+        stream: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a cursor (creating it if missing)
+    Reset {
+        /// Stream name
+        stream: String,
+        /// Cursor name
+        name: String,
+        /// New position: start, end, a position, or an RFC 3339 time
+        #[arg(long, value_name = "start|end|POSITION|TIME")]
+        to: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Delete a cursor
+    Delete {
+        /// Stream name
+        stream: String,
+        /// Cursor name
+        name: String,
         #[command(flatten)]
         dir: DirArg,
     },

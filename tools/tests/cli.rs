@@ -176,3 +176,46 @@ fn tail_follow_sees_new_messages() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(text(&o), "one\ntwo\nthree\n");
 }
+
+#[test]
+fn tail_named_continues_where_the_last_run_stopped_and_cursors_are_managed() {
+    let d = tempfile::tempdir().unwrap();
+    ringway(d.path(), &["pub", "s"], Some(b"1\n2\n3\n4\n5\n"));
+    let o = ringway(
+        d.path(),
+        &["tail", "s", "--named", "risk", "--count", "2"],
+        None,
+    );
+    assert_eq!(text(&o), "1\n2\n");
+    let o = ringway(
+        d.path(),
+        &["tail", "s", "--named", "risk", "--count", "2"],
+        None,
+    );
+    assert_eq!(text(&o), "3\n4\n");
+
+    let o = ringway(d.path(), &["cursor", "list", "s", "--json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["name"], "risk");
+    assert_eq!(v[0]["lag_messages"], 1);
+    assert_eq!(v[0]["owner_pid"], serde_json::Value::Null);
+
+    let o = ringway(d.path(), &["stat", "--json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["streams"][0]["cursors"][0]["lag_messages"], 1);
+
+    let o = ringway(
+        d.path(),
+        &["cursor", "reset", "s", "risk", "--to", "start"],
+        None,
+    );
+    assert!(o.status.success());
+    let o = ringway(d.path(), &["tail", "s", "--named", "risk"], None);
+    assert_eq!(text(&o), "1\n2\n3\n4\n5\n");
+
+    let o = ringway(d.path(), &["cursor", "delete", "s", "risk"], None);
+    assert!(o.status.success());
+    let o = ringway(d.path(), &["cursor", "delete", "s", "risk"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cursor named 'risk'"));
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod create;
+mod cursor;
 mod publish;
 mod stat;
 mod tail;
@@ -28,7 +29,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CmdError> {
             follow,
             count,
             format,
-        } => tail::run(&dir.root(), &stream, &from, follow, count, format),
+            named,
+        } => tail::run(
+            &dir.root(),
+            &stream,
+            &from,
+            follow,
+            count,
+            format,
+            named.as_deref(),
+        ),
+        Command::Cursor { action } => cursor::run(action),
         Command::Stat { dir, json } => stat::run(&dir.root(), json),
         Command::Verify { stream, dir } => verify::run(&dir.root(), &stream),
         Command::Create {

@@ -16,7 +16,7 @@ fn writer_text(s: &StreamStat) -> String {
         .join(",")
 }
 
-fn json(s: &StreamStat) -> serde_json::Value {
+fn json(stream: &Stream, s: &StreamStat) -> serde_json::Value {
     let now = system_now_ns();
     serde_json::json!({
         "name": s.name,
@@ -37,7 +37,9 @@ fn json(s: &StreamStat) -> serde_json::Value {
             "slot": w.slot,
             "last_write_age_ms": if w.heartbeat_ns == 0 { None } else { Some(now.saturating_sub(w.heartbeat_ns) / 1_000_000) },
         })).collect::<Vec<_>>(),
-        "readers": [],
+        "released_cursors": s.released_cursors,
+        "back_pressure_events": s.back_pressure_events,
+        "cursors": stream.cursors().iter().map(|c| super::cursor::json(stream, c)).collect::<Vec<_>>(),
     })
 }
 
@@ -45,15 +47,15 @@ pub fn run(root: &Path, as_json: bool) -> Result<ExitCode, CmdError> {
     let mut stats = Vec::new();
     let mut failures = Vec::new();
     for name in list_streams(root)? {
-        match Stream::open(root, &name).and_then(|s| s.stat()) {
-            Ok(s) => stats.push(s),
+        match Stream::open(root, &name).and_then(|s| s.stat().map(|st| (s, st))) {
+            Ok(pair) => stats.push(pair),
             Err(e) => failures.push((name, e)),
         }
     }
     if as_json {
         let v = serde_json::json!({
             "root": root.display().to_string(),
-            "streams": stats.iter().map(json).collect::<Vec<_>>(),
+            "streams": stats.iter().map(|(stream, st)| json(stream, st)).collect::<Vec<_>>(),
             "errors": failures.iter().map(|(n, e)| serde_json::json!({"name": n, "error": e.to_string()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -63,7 +65,7 @@ pub fn run(root: &Path, as_json: bool) -> Result<ExitCode, CmdError> {
             "{:<20} {:>6} {:>5} {:>12} {:>14} {:>14} {:>12}  WRITERS",
             "STREAM", "MODE", "SEGS", "BYTES", "FIRST", "LAST", "MESSAGES"
         );
-        for s in &stats {
+        for (stream, s) in &stats {
             println!(
                 "{:<20} {:>6} {:>5} {:>12} {:>14} {:>14} {:>12}  {}",
                 s.name,
@@ -75,6 +77,26 @@ pub fn run(root: &Path, as_json: bool) -> Result<ExitCode, CmdError> {
                 s.messages,
                 writer_text(s)
             );
+            for c in stream.cursors() {
+                let (m, b) = super::cursor::lag(stream, &c);
+                let owner = match c.owner_pid {
+                    Some(p) => format!("{p}({})", if c.owner_alive { "alive" } else { "dead" }),
+                    None => "-".into(),
+                };
+                let blocking = if c.blocking {
+                    if c.released {
+                        ", blocking (released)"
+                    } else {
+                        ", blocking"
+                    }
+                } else {
+                    ""
+                };
+                println!(
+                    "  cursor {:<18} at {:>14}  lag {m} msgs / {b} bytes  owner {owner}{blocking}",
+                    c.name, c.position
+                );
+            }
         }
         for (n, e) in &failures {
             eprintln!("ringway: stat: {n}: {e}");

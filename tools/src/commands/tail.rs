@@ -4,7 +4,7 @@ use super::CmdError;
 use crate::cli::Format;
 use crate::output::{self, Wrote};
 use base64::Engine;
-use ringway_core::{Error, Frame, Position, Start, Stream};
+use ringway_core::{CursorOptions, Error, Frame, NamedReader, Position, Reader, Start, Stream};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,6 +57,37 @@ fn render(frame: &Frame<'_>, format: Format) -> String {
     }
 }
 
+/// Where `tail` reads from: a plain reader, or a durable cursor committed as lines are printed.
+enum Source {
+    Plain(Reader),
+    Named(NamedReader),
+}
+
+impl Source {
+    fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, f: F) -> ringway_core::Result<usize> {
+        match self {
+            Source::Plain(r) => r.poll(limit, f),
+            Source::Named(r) => r.poll(limit, f),
+        }
+    }
+    fn skip_to(&mut self, p: Position) -> ringway_core::Result<()> {
+        match self {
+            Source::Plain(r) => r.seek(Start::Position(p)),
+            Source::Named(r) => {
+                r.reader_mut().seek(Start::Position(p))?;
+                r.commit();
+                Ok(())
+            }
+        }
+    }
+    /// Commits what was printed and flushed.
+    fn commit(&mut self) {
+        if let Source::Named(r) = self {
+            r.commit();
+        }
+    }
+}
+
 pub fn run(
     root: &Path,
     name: &str,
@@ -64,10 +95,19 @@ pub fn run(
     follow: bool,
     count: Option<u64>,
     format: Format,
+    named: Option<&str>,
 ) -> Result<ExitCode, CmdError> {
     let stream = Stream::open(root, name)?;
-    let start = parse_start(from)?;
-    let mut reader = stream.reader(start)?;
+    let mut source = match named {
+        Some(cursor) => {
+            let opts = CursorOptions {
+                commit_every: None,
+                ..Default::default()
+            };
+            Source::Named(stream.named_reader(cursor, opts)?)
+        }
+        None => Source::Plain(stream.reader(parse_start(from)?)?),
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
@@ -77,7 +117,7 @@ pub fn run(
         let mut closed = false;
         let mut err = None;
         let want = (limit - printed).min(1024) as usize;
-        let r = reader.poll(want, |f| {
+        let r = source.poll(want, |f| {
             if closed || err.is_some() {
                 return;
             }
@@ -87,10 +127,13 @@ pub fn run(
                 Err(e) => err = Some(e),
             }
         });
-        if closed {
+        if closed || out.flush().is_err() {
+            // Nothing past the last flush is committed: the reader of a closed pipe saw none of it.
+            std::mem::forget(source);
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(e) = err {
+            std::mem::forget(source);
             return Err(format!("writing stdout: {e}").into());
         }
         match r {
@@ -98,20 +141,20 @@ pub fn run(
                 if !follow {
                     break;
                 }
-                if out.flush().is_err() {
-                    return Ok(ExitCode::SUCCESS);
-                }
                 idle = (idle + 1).min(10);
                 std::thread::sleep(Duration::from_micros(50 << idle.min(5)));
             }
-            Ok(_) => idle = 0,
+            Ok(_) => {
+                idle = 0;
+                source.commit();
+            }
             Err(Error::Lapped { requested, oldest }) => {
                 eprintln!("ringway: warning: lapped at {requested}; continuing from the oldest position {oldest}");
-                reader.seek(Start::Position(oldest))?;
+                source.skip_to(oldest)?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let _ = out.flush();
+    source.commit();
     Ok(ExitCode::SUCCESS)
 }
