@@ -41,6 +41,8 @@ mod error;
 #[cfg(feature = "std")]
 mod fsutil;
 #[cfg(feature = "std")]
+pub mod group;
+#[cfg(feature = "std")]
 pub mod meta;
 #[cfg(feature = "std")]
 mod notify;
@@ -77,6 +79,8 @@ pub use config::{Retention, StreamConfig};
 pub use cursor::{CursorInfo, CursorOptions, NamedReader};
 #[cfg(feature = "std")]
 pub use error::{Error, Result};
+#[cfg(feature = "std")]
+pub use group::{Delivery, GroupMember, GroupOptions, GroupStat};
 #[cfg(feature = "std")]
 pub use reader::{Frame, Reader, Start};
 #[cfg(feature = "std")]

@@ -246,6 +246,14 @@ impl Reader {
         Ok(())
     }
 
+    /// Moves to `pos`, which the caller knows to be a frame boundary (a position a frame or
+    /// `next_position` returned), without walking the segment to check it.
+    pub(crate) fn jump(&mut self, pos: u64) {
+        self.index = pos / self.size;
+        self.off = pos % self.size;
+        self.stall = None;
+    }
+
     /// Blocks in the kernel until a frame is committed at the reader's position or `timeout`
     /// passes; returns whether a frame (or padding to skip) is ready.
     ///
