@@ -373,17 +373,14 @@ impl GroupMember {
             }
         };
         let poison = self.max_deliveries.is_some_and(|m| count > m);
-        if poison && self.dead_letter.is_some() {
+        if let (true, Some(dead_letter)) = (poison, self.dead_letter.as_mut()) {
             let opts = AppendOptions {
                 type_id: frame.type_id(),
                 schema_version: frame.schema_version(),
                 meta: frame.meta(),
             };
             let payload = frame.payload();
-            self.dead_letter
-                .as_mut()
-                .expect("checked")
-                .append_with(&opts, payload)?;
+            dead_letter.append_with(&opts, payload)?;
             let h = self.header();
             h.dead_lettered.fetch_add(1, Ordering::Relaxed);
         } else {
