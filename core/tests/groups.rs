@@ -115,10 +115,10 @@ fn killed_members_messages_are_redelivered_and_nothing_is_lost() {
         .map(|i| spawn("member", d.path(), &outs[i]))
         .collect();
     let mut kills = 0;
-    for victim in 0..2 {
+    for victim in children.iter_mut().take(2) {
         std::thread::sleep(Duration::from_millis(150));
-        children[victim].kill().unwrap();
-        children[victim].wait().unwrap();
+        victim.kill().unwrap();
+        victim.wait().unwrap();
         kills += 1;
     }
     children.push(spawn("member", d.path(), &outs[3]));
