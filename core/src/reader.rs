@@ -339,7 +339,9 @@ impl Reader {
                 }
                 Step::Frame(len) => {
                     let at = self.off;
-                    self.off += align_up(len);
+                    // `advance`, not `off +=`: a frame may end exactly at the segment end, with no
+                    // closing padding. The old mapping stays in `self.seg` until the next step.
+                    self.advance(align_up(len));
                     let seg = self.seg.as_ref().expect("segment mapped by step");
                     return Ok(Some(data_frame(seg, at, len)));
                 }
@@ -375,7 +377,8 @@ impl Reader {
                     if self.ring {
                         self.check_not_lapped()?;
                     }
-                    self.off += align_up(len);
+                    // A frame may end exactly at the segment end, with no closing padding.
+                    self.advance(align_up(len));
                     n += 1;
                 }
             }
