@@ -304,6 +304,22 @@ impl Conn {
         let mut last_rx = Instant::now();
         let max = self.broker.config.mqtt.max_packet_size;
         let exit = 'conn: loop {
+            // Handle every complete packet received so far (also bytes that came with CONNECT).
+            loop {
+                match codec::decode(&mut inbuf, self.version, max) {
+                    Ok(None) => break,
+                    Ok(Some(packet)) => {
+                        if let Err(exit) = self.on_packet(&mut data, packet) {
+                            break 'conn exit;
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("client {}: {e}", self.client_id);
+                        Metrics::inc(&self.broker.metrics.protocol_errors);
+                        break 'conn Exit::Protocol(codec_reason(&e));
+                    }
+                }
+            }
             // Drain what can be sent: owed retained messages, then the queue.
             while data.inflight.len() < self.window {
                 if let Some(o) = self.pending.pop_front() {
@@ -339,24 +355,7 @@ impl Conn {
                 Event::Out(Some(o)) => self.send_publish(&mut data, o, false),
                 Event::Out(None) => {}
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => break Exit::Closed,
-                Event::Read(Ok(_)) => {
-                    last_rx = Instant::now();
-                    loop {
-                        match codec::decode(&mut inbuf, self.version, max) {
-                            Ok(None) => break,
-                            Ok(Some(packet)) => {
-                                if let Err(exit) = self.on_packet(&mut data, packet) {
-                                    break 'conn exit;
-                                }
-                            }
-                            Err(e) => {
-                                log::debug!("client {}: {e}", self.client_id);
-                                Metrics::inc(&self.broker.metrics.protocol_errors);
-                                break 'conn Exit::Protocol(codec_reason(&e));
-                            }
-                        }
-                    }
-                }
+                Event::Read(Ok(_)) => last_rx = Instant::now(),
             }
         };
         if !self.outbuf.is_empty() && !matches!(exit, Exit::Closed) {
