@@ -1,0 +1,203 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::systems::WaitMode;
+
+/// Ringway's latency and throughput benchmark: Ringway against the physical limit and its peers, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "ringway-bench", version, about, long_about = None)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Scenarios and tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Round trip between two processes (or threads), pinned, busy-spin; the limit and the peers in the same run.
+    Pingpong(PingpongArgs),
+    /// One-way latency at a fixed send rate, corrected for coordinated omission.
+    Oneway(OnewayArgs),
+    /// Messages/s and bytes/s for payload sizes 8 B .. 64 KiB, one or more writers to one reader.
+    Throughput(ThroughputArgs),
+    /// One publisher, N subscribers: latency of the slowest and of the median subscriber per message.
+    Fanout(FanoutArgs),
+    /// Append latency inside a segment and across segment rolls.
+    Roll(RollArgs),
+    /// Blocking-wait wake-up latency.
+    Wake(CommonArgs),
+    /// Compares two JSON summaries; exits 1 when p50 or p99 regressed beyond the threshold.
+    Compare(CompareArgs),
+    /// Echo side of a two-process pingpong (started by the harness itself).
+    #[command(name = "__echo", hide = true)]
+    Echo(EchoArgs),
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Write `.hgrm` files, `SCENARIO.json` and plots into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A seconds-long smoke run (few iterations); figures are not meaningful.
+    #[arg(long)]
+    pub quick: bool,
+    /// Recorded iterations per system (default 1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    /// Warm-up iterations per system, not recorded (default 100,000; 2,000 with --quick).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 32)]
+    pub payload: usize,
+    /// The two cores to pin to, as `A,B` (default: the first two this process may use).
+    #[arg(long, value_parser = parse_cores)]
+    pub cores: Option<(usize, usize)>,
+    /// Do not pin threads (reported as pinning not obtained).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Seconds either side waits for the other before the system is reported as failed.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+impl CommonArgs {
+    /// Recorded iterations, after `--quick`.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+            .unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
+    }
+    /// Warm-up iterations, after `--quick`.
+    pub fn warmup(&self) -> u64 {
+        self.warmup
+            .unwrap_or(if self.quick { 2_000 } else { 100_000 })
+    }
+}
+
+fn parse_cores(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected two cores as A,B, got `{s}`"))?;
+    let a = a.trim().parse().map_err(|e| format!("core `{a}`: {e}"))?;
+    let b = b.trim().parse().map_err(|e| format!("core `{b}`: {e}"))?;
+    Ok((a, b))
+}
+
+/// `pingpong` options.
+#[derive(Debug, Args, Clone)]
+pub struct PingpongArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Run both sides as threads of this process instead of two processes.
+    #[arg(long)]
+    pub threads: bool,
+    /// Peers to measure besides Ringway and the limit: `all`, `none`, or a list such as `ringfire,uds`.
+    #[arg(long, default_value = "all")]
+    pub peers: String,
+    /// How kernel-based peers (uds, tcp, udp, pipe) wait: busy-polling non-blocking reads, or blocking reads.
+    #[arg(long, value_enum, default_value_t = WaitMode::Spin)]
+    pub wait: WaitMode,
+}
+
+/// `oneway` options.
+#[derive(Debug, Args, Clone)]
+pub struct OnewayArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Intended send rate, messages per second.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+}
+
+/// `throughput` options.
+#[derive(Debug, Args, Clone)]
+pub struct ThroughputArgs {
+    /// Common options (`--iterations` is the message count per size; `--payload` is ignored, see `--sizes`).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Concurrent writers (more than one uses a multi-writer stream).
+    #[arg(long, default_value_t = 1)]
+    pub writers: usize,
+    /// Payload sizes in bytes (default 8,32,128,512,2048,8192,32768,65536).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
+    /// Peers to measure besides Ringway: `all`, `none`, or a list (throughput supports crossbeam, ringfire).
+    #[arg(long, default_value = "all")]
+    pub peers: String,
+}
+
+/// `fanout` options.
+#[derive(Debug, Args, Clone)]
+pub struct FanoutArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Subscribers.
+    #[arg(long, default_value_t = 3)]
+    pub subscribers: usize,
+    /// Intended send rate, messages per second.
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+}
+
+/// `roll` options.
+#[derive(Debug, Args, Clone)]
+pub struct RollArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Segment size in bytes (small, so that the run crosses many rolls).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub segment_size: u64,
+}
+
+/// `compare` options.
+#[derive(Debug, Args, Clone)]
+pub struct CompareArgs {
+    /// The baseline summary.
+    pub old: PathBuf,
+    /// The new summary.
+    pub new: PathBuf,
+    /// Regression threshold in percent (p50 and p99; throughput rows: msgs/s drop).
+    #[arg(long, default_value_t = 10.0)]
+    pub threshold: f64,
+}
+
+/// Hidden echo-side options.
+#[derive(Debug, Args, Clone)]
+pub struct EchoArgs {
+    /// System name.
+    #[arg(long)]
+    pub system: String,
+    /// Payload bytes.
+    #[arg(long)]
+    pub payload: usize,
+    /// Round trips to serve.
+    #[arg(long)]
+    pub count: u64,
+    /// Scratch directory of the run.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Timeout in seconds.
+    #[arg(long)]
+    pub timeout_secs: u64,
+    /// Wait mode of kernel peers.
+    #[arg(long, value_enum)]
+    pub wait: WaitMode,
+    /// Core to pin to.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// System-specific arguments.
+    #[arg(long = "arg")]
+    pub args: Vec<String>,
+    /// Inherited file descriptors.
+    #[arg(long = "fd")]
+    pub fds: Vec<i32>,
+}

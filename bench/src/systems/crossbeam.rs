@@ -1,0 +1,115 @@
+//! crossbeam-channel (in-process only): two bounded channels, one buffer handed back and forth, busy polling
+//! with `try_recv`.
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+
+use super::{check_reply, stamp, Echo, EchoSpec, PingCtx, PingPong, Pinger};
+use crate::error::{BenchError, Result};
+use crate::spin::Spinner;
+
+type Buf = Box<[u8]>;
+
+/// Parent state: the ping sender and pong receiver.
+pub struct Crossbeam {
+    tx: Sender<Buf>,
+    rx: Receiver<Buf>,
+}
+
+/// Timed side.
+pub struct CrossbeamPinger {
+    tx: Sender<Buf>,
+    rx: Receiver<Buf>,
+    buf: Option<Buf>,
+    ctx: PingCtx,
+}
+
+/// Echo side.
+pub struct CrossbeamEcho {
+    tx: Sender<Buf>,
+    rx: Receiver<Buf>,
+    ctx: PingCtx,
+}
+
+fn closed() -> BenchError {
+    BenchError::system("crossbeam", "channel disconnected")
+}
+
+impl PingPong for Crossbeam {
+    const NAME: &'static str = "crossbeam";
+    const CROSS_PROCESS: bool = false;
+    type Pinger = CrossbeamPinger;
+    type Echo = CrossbeamEcho;
+
+    fn prepare(_ctx: &PingCtx) -> Result<(Self, EchoSpec)> {
+        let (ping_tx, ping_rx) = bounded::<Buf>(1);
+        let (pong_tx, pong_rx) = bounded::<Buf>(1);
+        Ok((
+            Crossbeam {
+                tx: ping_tx,
+                rx: pong_rx,
+            },
+            EchoSpec {
+                local: Some(Box::new((ping_rx, pong_tx))),
+                ..EchoSpec::default()
+            },
+        ))
+    }
+
+    fn echo(ctx: &PingCtx, spec: EchoSpec) -> Result<CrossbeamEcho> {
+        let (rx, tx) = *spec
+            .local
+            .and_then(|b| b.downcast::<(Receiver<Buf>, Sender<Buf>)>().ok())
+            .ok_or_else(|| {
+                BenchError::system("crossbeam", "echo side needs in-process channels")
+            })?;
+        Ok(CrossbeamEcho {
+            tx,
+            rx,
+            ctx: ctx.clone(),
+        })
+    }
+
+    fn pinger(self, ctx: &PingCtx) -> Result<CrossbeamPinger> {
+        Ok(CrossbeamPinger {
+            tx: self.tx,
+            rx: self.rx,
+            buf: Some(vec![0u8; ctx.payload].into_boxed_slice()),
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+impl Pinger for CrossbeamPinger {
+    #[inline(always)]
+    fn round_trip(&mut self, seq: u64) -> Result<()> {
+        let mut buf = self.buf.take().ok_or_else(closed)?;
+        stamp(&mut buf, seq);
+        self.tx.try_send(buf).map_err(|_| closed())?;
+        let mut spin = Spinner::new(self.ctx.timeout);
+        loop {
+            match self.rx.try_recv() {
+                Ok(b) => {
+                    check_reply("crossbeam", &b, self.ctx.payload, seq)?;
+                    self.buf = Some(b);
+                    return Ok(());
+                }
+                Err(TryRecvError::Empty) => spin.spin("the crossbeam echo")?,
+                Err(TryRecvError::Disconnected) => return Err(closed()),
+            }
+        }
+    }
+}
+
+impl Echo for CrossbeamEcho {
+    #[inline(always)]
+    fn echo_one(&mut self) -> Result<()> {
+        let mut spin = Spinner::new(self.ctx.timeout);
+        loop {
+            match self.rx.try_recv() {
+                Ok(b) => return self.tx.try_send(b).map_err(|_| closed()),
+                Err(TryRecvError::Empty) => spin.spin("a crossbeam ping")?,
+                Err(TryRecvError::Disconnected) => return Err(closed()),
+            }
+        }
+    }
+}
