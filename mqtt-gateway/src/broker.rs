@@ -112,6 +112,10 @@ pub struct Session {
     pub online: AtomicBool,
     tx: mpsc::Sender<Outgoing>,
     subs: RwLock<Vec<Subscription>>,
+    /// Retained messages already sent at SUBSCRIBE whose frames the tailer had not dispatched
+    /// yet: (stream, position). The live copy is skipped so the client gets the message once,
+    /// flagged retained.
+    skip_live: Mutex<HashSet<(Arc<str>, u64)>>,
 }
 
 impl Session {
@@ -129,6 +133,7 @@ impl Session {
             online: AtomicBool::new(false),
             tx,
             subs: RwLock::new(Vec::new()),
+            skip_live: Mutex::new(HashSet::new()),
         })
     }
 
@@ -181,6 +186,8 @@ pub struct Broker {
     retained: RwLock<HashMap<String, RetainedEntry>>,
     dedup: Mutex<HashMap<String, HashMap<u16, u64>>>,
     wakers: RwLock<HashMap<String, std::thread::Thread>>,
+    /// Per stream: every frame below this position has been dispatched by its tailer.
+    dispatched: RwLock<HashMap<String, Arc<AtomicU64>>>,
     next_client_number: AtomicU64,
     /// (start of the current one-second window, CONNECTs admitted in it).
     connect_window: Mutex<(std::time::Instant, u32)>,
@@ -214,6 +221,7 @@ impl Broker {
             retained: RwLock::default(),
             dedup: Mutex::default(),
             wakers: RwLock::default(),
+            dispatched: RwLock::default(),
             next_client_number: AtomicU64::new(1),
             connect_window: Mutex::new((std::time::Instant::now(), 0)),
         }
@@ -332,17 +340,69 @@ impl Broker {
             .len()
     }
 
-    /// Adds or replaces a subscription; returns true when it is new (not a replacement).
-    pub fn subscribe(&self, session: &Session, sub: Subscription) -> bool {
+    /// The tailer of `stream` has dispatched every frame below `position`.
+    pub fn set_dispatched(&self, stream: &str, position: u64) {
+        let cell = self
+            .dispatched
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .cloned();
+        let cell = match cell {
+            Some(c) => c,
+            None => self
+                .dispatched
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(stream.to_owned())
+                .or_default()
+                .clone(),
+        };
+        // Relaxed: readers compare under the session's `subs` lock, which `dispatch` also takes
+        // before this store is made, so the lock orders the two.
+        cell.store(position, Ordering::Relaxed);
+    }
+
+    fn dispatched(&self, stream: &str) -> u64 {
+        self.dispatched
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Adds or replaces a subscription. Returns whether it is new (not a replacement) and, when
+    /// `retain_handling` asks for it (0 always, 1 only for new subscriptions), the retained
+    /// messages to send now.
+    pub fn subscribe(
+        &self,
+        session: &Session,
+        sub: Subscription,
+        retain_handling: u8,
+    ) -> (bool, Vec<Arc<Delivery>>) {
         let mut subs = session.subs.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = subs.iter_mut().find(|s| s.filter == sub.filter) {
+        let filter = sub.filter.clone();
+        let is_new = if let Some(existing) = subs.iter_mut().find(|s| s.filter == sub.filter) {
             *existing = sub;
             false
         } else {
             subs.push(sub);
             Metrics::inc(&self.metrics.subscriptions);
             true
+        };
+        let mut retained = Vec::new();
+        if retain_handling == 0 || (retain_handling == 1 && is_new) {
+            retained = self.retained_matching(&filter);
+            let mut skip = session.skip_live.lock().unwrap_or_else(|p| p.into_inner());
+            skip.retain(|(stream, pos)| *pos >= self.dispatched(stream));
+            for d in &retained {
+                if d.position >= self.dispatched(&d.stream) {
+                    skip.insert((d.stream.clone(), d.position));
+                }
+            }
         }
+        drop(subs);
+        (is_new, retained)
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -575,6 +635,12 @@ impl Broker {
                 }
             }
             let Some((qos, retain)) = best else { continue };
+            {
+                let mut skip = s.skip_live.lock().unwrap_or_else(|p| p.into_inner());
+                if !skip.is_empty() && skip.remove(&(d.stream.clone(), d.position)) {
+                    continue; // already sent as a retained message at SUBSCRIBE
+                }
+            }
             // Relaxed: see `Session::online`.
             if qos == 0 && !s.online.load(Ordering::Relaxed) {
                 continue;

@@ -679,7 +679,7 @@ impl Conn {
                 continue;
             }
             let qos = f.qos.min(2);
-            let is_new = self.broker.subscribe(
+            let (_, retained) = self.broker.subscribe(
                 &self.session,
                 Subscription {
                     filter: f.filter.clone(),
@@ -687,17 +687,16 @@ impl Conn {
                     no_local: f.no_local,
                     retain_as_published: f.retain_as_published,
                 },
+                f.retain_handling,
             );
             codes.push(qos);
-            if f.retain_handling == 0 || (f.retain_handling == 1 && is_new) {
-                for msg in self.broker.retained_matching(&f.filter) {
-                    let q = qos.min(msg.qos);
-                    self.pending.push_back(Outgoing {
-                        msg,
-                        qos: q,
-                        retain: true,
-                    });
-                }
+            for msg in retained {
+                let q = qos.min(msg.qos);
+                self.pending.push_back(Outgoing {
+                    msg,
+                    qos: q,
+                    retain: true,
+                });
             }
         }
         self.out(Outbound::SubAck(pkid, codes));

@@ -122,6 +122,7 @@ fn tail(
             }
         }
     }
+    broker.set_dispatched(&stream, reader.position());
     let _ = ready.send(Ok(()));
     drop(ready);
     let idle = Duration::from_micros(broker.config.storage.poll_interval_us.max(50));
@@ -139,6 +140,7 @@ fn tail(
                 for d in batch.drain(..) {
                     broker.dispatch(d);
                 }
+                broker.set_dispatched(&stream, reader.position());
             }
             Err(JournalError::Lapped { requested, oldest }) => {
                 log::warn!("stream {stream}: tailer lapped at {requested}, resuming at {oldest}");
