@@ -235,11 +235,12 @@ pub(crate) fn first_timestamp(s: &Shared, index: u64) -> Option<u64> {
     let mut off = 0;
     while off < s.config.segment_size {
         match crate::protocol::peek(&seg, off, seg.tag()) {
-            crate::protocol::Peek::Data { .. } => {
+            // Impossible lengths (damage) end the scan like an unwritten word.
+            crate::protocol::Peek::Data { len } if len as usize >= crate::frame::HEADER_LEN => {
                 // SAFETY: observed committed with Acquire.
                 return Some(unsafe { crate::protocol::read_fields(&seg, off) }.timestamp_ns);
             }
-            crate::protocol::Peek::Padding { len } => off += len as u64,
+            crate::protocol::Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
             _ => return None,
         }
     }

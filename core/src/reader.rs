@@ -222,8 +222,9 @@ impl Reader {
         let mut off = 0;
         while off < target {
             match protocol::peek(&seg, off, seg.tag()) {
-                Peek::Data { len } => off += align_up(len as u64),
-                Peek::Padding { len } => off += len as u64,
+                // Impossible lengths (damage) would stall or misalign the walk: not a boundary.
+                Peek::Data { len } if len as usize >= HEADER_LEN => off += align_up(len as u64),
+                Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
                 _ => return Err(bad()),
             }
         }

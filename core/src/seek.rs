@@ -1,7 +1,7 @@
 //! Finding positions by time without scanning the whole stream.
 
 use crate::error::Result;
-use crate::frame::align_up;
+use crate::frame::{align_up, HEADER_LEN};
 use crate::preparer::first_timestamp;
 use crate::protocol::{self, Peek};
 use crate::segment::{list_segments, Segment};
@@ -37,7 +37,8 @@ pub(crate) fn position_for_time(s: &Shared, ns: u64) -> Result<u64> {
         let mut off = 0;
         while off < size {
             match protocol::peek(&seg, off, seg.tag()) {
-                Peek::Data { len } => {
+                // Impossible lengths (damage) end the scan like an unwritten word.
+                Peek::Data { len } if len as usize >= HEADER_LEN => {
                     // SAFETY: observed committed with Acquire.
                     let f = unsafe { protocol::read_fields(&seg, off) };
                     if f.timestamp_ns >= ns {
@@ -45,7 +46,7 @@ pub(crate) fn position_for_time(s: &Shared, ns: u64) -> Result<u64> {
                     }
                     off += align_up(len as u64);
                 }
-                Peek::Padding { len } => off += len as u64,
+                Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
                 _ => return Ok(seg.base() + off),
             }
         }

@@ -638,9 +638,10 @@ fn recover_tail(s: &Shared) -> Result<(Segment, u64)> {
     let mut seg = open_or_create(s, index)?;
     loop {
         match protocol::peek(&seg, off, seg.tag()) {
-            Peek::Data { len } => off += align_up(len as u64),
-            Peek::Padding { len } => off += len as u64,
-            Peek::Empty | Peek::InProgress { .. } | Peek::Foreign(_) => break,
+            Peek::Data { len } if len as usize >= HEADER_LEN => off += align_up(len as u64),
+            Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
+            // Unwritten, claimed, foreign, or a length no frame can have: the tail.
+            _ => break,
         }
         if off >= size {
             index += 1;
