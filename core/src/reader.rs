@@ -493,6 +493,24 @@ impl Reader {
             }
             None => {
                 self.check_not_lapped()?;
+                // Acquire: writers publish the current segment only after its file exists, and
+                // never delete a retained segment; so a missing file below it is damage, not a
+                // segment still to come.
+                let current = self
+                    .shared
+                    .meta
+                    .get()
+                    .retention
+                    .current_segment
+                    .load(Ordering::Acquire);
+                if self.index < current {
+                    return Err(Error::CorruptFile {
+                        path: crate::segment::segment_path(&self.shared.dir, self.index, self.size),
+                        reason: format!(
+                            "segment file is missing while the stream continues in segment {current}"
+                        ),
+                    });
+                }
                 Ok(false)
             }
         }
