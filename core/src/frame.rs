@@ -348,7 +348,9 @@ pub fn check_word(word: CommitWord, tag: u32, room: u64) -> Result<(), FrameErro
         State::Data => {
             if (len as usize) < HEADER_LEN {
                 Err(FrameError::BadLength { len })
-            } else if align_up(len as u64) > room {
+            } else if len as u64 > room || align_up(len as u64) > align_up(room) {
+                // `room` is unaligned only for a frame's exact bytes (`Frame::raw`, as replicated),
+                // which end at the frame's unaligned length.
                 Err(FrameError::CrossesSegment { len, room })
             } else {
                 Ok(())
