@@ -57,9 +57,8 @@ pub mod sequence;
 pub mod session;
 pub mod topics;
 
-/// Wire types shared with the gateway and host readers.
-#[path = "../../core/src/wire/mod.rs"]
-pub mod wire;
+/// Wire types shared with the gateway and host readers (`ringway_core::wire`).
+pub use ringway_core::wire;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use command::{CommandHandler, CommandRejection};

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod gateway;
 pub mod netns;
 pub mod sim;
 pub mod subscriber;

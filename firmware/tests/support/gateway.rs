@@ -1,0 +1,111 @@
+//! The Ringway MQTT gateway, in-process on its own tokio runtime whose threads live in the
+//! test's namespace, listening on 192.0.2.1:1883 and storing into streams under `dir`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ringway_mqtt_gateway::{Config, Gateway};
+use tokio::sync::oneshot;
+
+use super::netns::NetNs;
+
+pub struct GatewayHandle {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub dir: PathBuf,
+    ns_name: String,
+}
+
+pub const TELEMETRY_STREAM: &str = "telemetry";
+pub const COMMAND_STREAM: &str = "commands";
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"
+[mqtt]
+listen = ["192.0.2.1:1883"]
+
+[storage]
+dir = "{}"
+segment_size = 4194304
+
+[[route]]
+filter = "devices/+/telemetry"
+stream = "{TELEMETRY_STREAM}"
+key_level = 1
+
+[[route]]
+filter = "devices/+/cmd"
+stream = "{COMMAND_STREAM}"
+key_level = 1
+outbound_topic = "devices/{{key}}/cmd"
+"#,
+        dir.display()
+    );
+    Config::from_toml(&text).expect("gateway config")
+}
+
+impl GatewayHandle {
+    pub fn start(ns: &NetNs, dir: &Path) -> Self {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ns_copy = NetNs {
+            name: ns.name.clone(),
+        };
+        let cfg = config(dir);
+        let thread = std::thread::spawn(move || {
+            ns_copy.enter_current_thread();
+            std::mem::forget(ns_copy);
+            // Worker threads are spawned from this thread and so share its namespace.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let gateway = rt.block_on(async {
+                let gw = Gateway::start(cfg).await.expect("gateway start");
+                let _ = ready_tx.send(());
+                let _ = stop_rx.await;
+                gw
+            });
+            // An abrupt stop: connections are cut without DISCONNECT, nothing is flushed.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            drop(gateway);
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("gateway did not start");
+        GatewayHandle {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            dir: dir.to_path_buf(),
+            ns_name: ns.name.clone(),
+        }
+    }
+
+    /// Stop abruptly: the runtime and every connection are torn down.
+    pub fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let ns = NetNs {
+            name: self.ns_name.clone(),
+        };
+        let fresh = GatewayHandle::start(&ns, &self.dir);
+        std::mem::forget(ns);
+        *self = fresh;
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
