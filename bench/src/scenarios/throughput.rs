@@ -131,12 +131,18 @@ fn row(
     }
 }
 
+/// A ring of recycled segments for one writer; multi-writer streams are append-only (ringway-core allows several
+/// writers only there), with retention bounding /dev/shm use.
 fn stream_cfg(size: usize, writers: usize) -> StreamConfig {
-    StreamConfig::default()
+    let cfg = StreamConfig::default()
         .segment_size(64 << 20)
-        .max_message_size(size.max(64 << 10) as u32)
-        .ring(8)
-        .multi_writer(writers > 1)
+        .max_message_size(size.max(64 << 10) as u32);
+    if writers > 1 {
+        cfg.multi_writer(true)
+            .retention(ringway_core::Retention::default().max_segments(16))
+    } else {
+        cfg.ring(8)
+    }
 }
 
 fn ringway(
