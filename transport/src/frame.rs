@@ -90,24 +90,28 @@ pub fn commit_word(raw: &[u8]) -> Option<CommitWord> {
 /// Checks the header of the frame starting `raw` as if it lay at `position` in a stream of
 /// `segment_size`-byte segments; returns its length (unaligned). `raw` may hold more bytes.
 pub fn check_header(position: u64, raw: &[u8], segment_size: u64) -> Result<u64, FrameError> {
-    if raw.len() < FRAME_HEADER_LEN {
-        return Err(FrameError::Truncated { position });
-    }
     let cw = commit_word(raw).ok_or(FrameError::Truncated { position })?;
-    if cw.len < FRAME_HEADER_LEN as u64 {
-        return Err(FrameError::BadLength {
-            position,
-            len: cw.len,
-        });
+    match cw.state {
+        STATE_DATA => {
+            if cw.len < FRAME_HEADER_LEN as u64 {
+                return Err(FrameError::BadLength {
+                    position,
+                    len: cw.len,
+                });
+            }
+        }
+        // Padding is the commit word alone when only 8 bytes are left in a segment.
+        STATE_PADDING => {
+            if cw.len < 8 || !cw.len.is_multiple_of(8) {
+                return Err(FrameError::BadLength {
+                    position,
+                    len: cw.len,
+                });
+            }
+        }
+        state => return Err(FrameError::BadState { position, state }),
     }
-    if cw.state != STATE_DATA && cw.state != STATE_PADDING {
-        return Err(FrameError::BadState {
-            position,
-            state: cw.state,
-        });
-    }
-    let seg_index = position / segment_size;
-    let expected = (seg_index as u32).wrapping_add(1);
+    let expected = tag_for_segment(position / segment_size);
     if cw.tag != expected {
         return Err(FrameError::BadTag {
             position,
@@ -144,6 +148,11 @@ pub fn for_each_frame<'a>(
         bytes = rest;
     }
     Ok(())
+}
+
+/// Tag of segment `index`, as the journal writes it.
+pub fn tag_for_segment(index: u64) -> u32 {
+    ((index % u32::MAX as u64) + 1) as u32
 }
 
 /// Builds a frame header's commit word (used by tests and the in-memory journal).

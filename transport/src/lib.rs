@@ -5,6 +5,13 @@
 //! - [`io`]: datagram I/O over io_uring with a plain-socket fallback; [`loss`] injects faults.
 
 pub mod auth;
+pub mod error;
 pub mod frame;
 pub mod io;
+pub mod journal;
+pub mod loss;
+pub mod sync;
+pub mod udp;
 pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,138 @@
+//! The replication traits on ringway-core streams.
+
+use std::path::PathBuf;
+
+use ringway_core::{Position, Reader, ReplicaWriter, Start, Stream, StreamConfig};
+
+use super::{Geometry, RawReader, Replica, ReplicaStore, Source};
+use crate::error::{Error, Result};
+
+/// A primary stream shipped by a sender.
+#[derive(Debug)]
+pub struct CoreSource {
+    stream: Stream,
+}
+
+impl CoreSource {
+    /// Opens stream `name` under `root`.
+    pub fn open(root: &std::path::Path, name: &str) -> Result<Self> {
+        Ok(CoreSource {
+            stream: Stream::open(root, name)?,
+        })
+    }
+
+    /// Wraps an open stream.
+    pub fn new(stream: Stream) -> Self {
+        CoreSource { stream }
+    }
+}
+
+struct CoreReader {
+    reader: Reader,
+}
+
+impl RawReader for CoreReader {
+    fn position(&self) -> u64 {
+        self.reader.position().0
+    }
+
+    fn poll_raw(&mut self, limit: usize, f: &mut dyn FnMut(u64, &[u8])) -> Result<usize> {
+        Ok(self
+            .reader
+            .poll_raw(limit, |fr| f(fr.position().0, fr.raw()))?)
+    }
+}
+
+impl Source for CoreSource {
+    fn geometry(&self) -> Geometry {
+        let c = self.stream.config();
+        Geometry {
+            name: self.stream.name().to_string(),
+            segment_size: c.segment_size as u32,
+            max_message_size: c.max_message_size,
+            crc: c.crc,
+        }
+    }
+
+    fn oldest(&self) -> Result<u64> {
+        Ok(self.stream.first_position().0)
+    }
+
+    fn tail(&self) -> Result<u64> {
+        Ok(self.stream.tail().0)
+    }
+
+    fn reader_at(&self, position: u64) -> Result<Box<dyn RawReader>> {
+        let reader = self.stream.reader(Start::Position(Position(position)))?;
+        Ok(Box::new(CoreReader { reader }))
+    }
+}
+
+struct CoreReplica {
+    writer: ReplicaWriter,
+}
+
+impl Replica for CoreReplica {
+    fn next_position(&self) -> u64 {
+        self.writer.next_position().0
+    }
+
+    fn write_frame(&mut self, position: u64, raw: &[u8]) -> Result<()> {
+        Ok(self.writer.write_frame(Position(position), raw)?)
+    }
+}
+
+/// Replica streams under a root directory, created in replica mode with the primary's geometry.
+#[derive(Debug, Clone)]
+pub struct CoreStore {
+    root: PathBuf,
+    name: Option<String>,
+    template: StreamConfig,
+}
+
+impl CoreStore {
+    /// Replicas under `root`; `name` overrides the primary's stream name.
+    pub fn new(root: impl Into<PathBuf>, name: Option<String>) -> Self {
+        CoreStore {
+            root: root.into(),
+            name,
+            template: StreamConfig::default(),
+        }
+    }
+
+    /// Settings for newly created replicas other than geometry (retention, ring, file mode).
+    pub fn with_template(mut self, template: StreamConfig) -> Self {
+        self.template = template;
+        self
+    }
+}
+
+impl ReplicaStore for CoreStore {
+    fn open(&mut self, g: &Geometry) -> Result<Box<dyn Replica>> {
+        let name = self.name.clone().unwrap_or_else(|| g.name.clone());
+        let cfg = self
+            .template
+            .clone()
+            .segment_size(g.segment_size as u64)
+            .max_message_size(g.max_message_size)
+            .crc(g.crc)
+            .multi_writer(false)
+            .replica(true);
+        let stream = Stream::open_or_create(&self.root, &name, &cfg)?;
+        let c = stream.config();
+        if !c.replica {
+            return Err(Error::Geometry(format!(
+                "stream '{name}' exists and is not a replica"
+            )));
+        }
+        if c.segment_size != g.segment_size as u64 {
+            return Err(Error::Geometry(format!(
+                "replica '{name}' has segment size {}, primary {}",
+                c.segment_size, g.segment_size
+            )));
+        }
+        Ok(Box::new(CoreReplica {
+            writer: stream.replica_writer()?,
+        }))
+    }
+}

@@ -1,0 +1,55 @@
+//! What replication needs from a journal, as traits: raw frame readers on the primary and an
+//! append-at-position writer on the replica. [`core_stream`] implements them on ringway-core
+//! streams, [`mem`] on an in-memory log used by unit tests.
+
+pub mod core_stream;
+pub mod mem;
+
+use crate::error::Result;
+
+/// Geometry of a stream, sent in SETUP so the replica matches the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    /// Stream name.
+    pub name: String,
+    /// Segment size in bytes (power of two).
+    pub segment_size: u32,
+    /// Largest payload.
+    pub max_message_size: u32,
+    /// Whether frames carry CRC32C.
+    pub crc: bool,
+}
+
+/// Reads committed frames, padding included, in position order.
+pub trait RawReader: Send {
+    /// Next position to read.
+    fn position(&self) -> u64;
+    /// Calls `f(position, raw)` for up to `limit` committed frames; returns how many.
+    fn poll_raw(&mut self, limit: usize, f: &mut dyn FnMut(u64, &[u8])) -> Result<usize>;
+}
+
+/// The primary stream a sender ships.
+pub trait Source: Send {
+    /// Geometry of the stream.
+    fn geometry(&self) -> Geometry;
+    /// Oldest position still retained.
+    fn oldest(&self) -> Result<u64>;
+    /// Position after the last committed frame.
+    fn tail(&self) -> Result<u64>;
+    /// A reader at `position` (a frame boundary). `Error::Lapped` if no longer retained.
+    fn reader_at(&self, position: u64) -> Result<Box<dyn RawReader>>;
+}
+
+/// A replica being written by a receiver.
+pub trait Replica: Send {
+    /// The position the next frame must have.
+    fn next_position(&self) -> u64;
+    /// Writes one raw frame (header included, padding frames too) at `position`.
+    fn write_frame(&mut self, position: u64, raw: &[u8]) -> Result<()>;
+}
+
+/// Opens (creating if needed) replicas by name, checking their geometry against the primary's.
+pub trait ReplicaStore: Send {
+    /// Opens the replica for `geometry` (whose name may be overridden by the receiver).
+    fn open(&mut self, geometry: &Geometry) -> Result<Box<dyn Replica>>;
+}

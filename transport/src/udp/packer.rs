@@ -1,0 +1,118 @@
+//! Packs consecutive frames into DATA packets up to the MTU; splits frames too large for one
+//! packet into fragments.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::auth::AuthKey;
+use crate::io::DatagramIo;
+use crate::wire::{encode, Data, DataPacketBuilder, Packet, DATA_FIXED_LEN, HEADER_LEN, MAC_LEN};
+
+/// Builds DATA packets into one buffer and sends them in a batch.
+#[derive(Debug)]
+pub(crate) struct Packer {
+    buf: Vec<u8>,
+    packets: Vec<Range<usize>>,
+    open: Option<(usize, DataPacketBuilder)>,
+    session: u32,
+    mtu: usize,
+    key: Option<AuthKey>,
+}
+
+impl Packer {
+    pub(crate) fn new(session: u32, mtu: usize, key: Option<AuthKey>) -> Self {
+        Packer {
+            buf: Vec::with_capacity(64 * mtu),
+            packets: Vec::new(),
+            open: None,
+            session,
+            mtu,
+            key,
+        }
+    }
+
+    fn mac_len(&self) -> usize {
+        if self.key.is_some() {
+            MAC_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of frame data one packet can carry.
+    pub(crate) fn capacity(&self) -> usize {
+        self.mtu - HEADER_LEN - DATA_FIXED_LEN - self.mac_len()
+    }
+
+    /// Adds the frame `raw` at `position`.
+    pub(crate) fn add(&mut self, position: u64, raw: &[u8]) {
+        let cap = self.capacity();
+        if raw.len() > cap {
+            self.close();
+            for (i, chunk) in raw.chunks(cap).enumerate() {
+                let start = self.buf.len();
+                let p = Packet::Data(Data {
+                    position,
+                    frag_offset: (i * cap) as u32,
+                    frame_len: raw.len() as u32,
+                    bytes: chunk,
+                    fragment: true,
+                });
+                // Cannot fail: a DATA body is never larger than the MTU here.
+                if encode(&p, self.session, self.key.as_ref(), &mut self.buf).is_ok() {
+                    self.packets.push(start..self.buf.len());
+                }
+            }
+            return;
+        }
+        let limit = self.mtu - self.mac_len();
+        if let Some((_, b)) = &self.open {
+            if b.next_position() != position || b.len(&self.buf) + raw.len() > limit {
+                self.close();
+            }
+        }
+        let (_, b) = self.open.get_or_insert_with(|| {
+            let start = self.buf.len();
+            (
+                start,
+                DataPacketBuilder::begin(&mut self.buf, self.session, position),
+            )
+        });
+        b.push_frame(&mut self.buf, raw);
+    }
+
+    /// Completes the packet being filled.
+    pub(crate) fn close(&mut self) {
+        if let Some((start, b)) = self.open.take() {
+            b.finish(&mut self.buf, self.key.as_ref());
+            self.packets.push(start..self.buf.len());
+        }
+    }
+
+    /// Packets complete or open.
+    pub(crate) fn pending(&self) -> usize {
+        self.packets.len() + usize::from(self.open.is_some())
+    }
+
+    /// Sends every packet to `to`; returns how many.
+    pub(crate) fn flush(
+        &mut self,
+        io: &mut dyn DatagramIo,
+        to: SocketAddr,
+    ) -> std::io::Result<usize> {
+        self.close();
+        let n = self.packets.len();
+        for r in self.packets.drain(..) {
+            io.send_to(&self.buf[r], to)?;
+        }
+        self.buf.clear();
+        Ok(n)
+    }
+
+    /// Drops everything not yet sent.
+    pub(crate) fn discard(&mut self) {
+        self.open = None;
+        self.packets.clear();
+        self.buf.clear();
+    }
+}

@@ -1,0 +1,487 @@
+//! The receiving side: accepts sessions, writes frames into replicas at their positions, holds
+//! early frames, NAKs gaps, and reports its position and window.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::random_u64;
+use super::reorder::Reorder;
+use crate::auth::AuthKey;
+use crate::error::{Error, Result};
+use crate::frame::{align8, check_header, for_each_frame};
+use crate::io::{open_udp, Backend, DatagramIo, UdpOptions};
+use crate::journal::{Geometry, Replica, ReplicaStore};
+use crate::loss::{LossConfig, LossyIo};
+use crate::wire::{
+    decode, encode, Data, ErrorCode, ErrorPacket, Nak, Packet, Setup, SetupAck, Status,
+    MAX_NAK_RANGES,
+};
+
+/// Receiver settings.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Shared key: every packet must carry a valid MAC.
+    pub auth: Option<AuthKey>,
+    /// Socket options and backend.
+    pub udp: UdpOptions,
+    /// Fault injection (diagnostics).
+    pub loss: Option<LossConfig>,
+    /// Bytes past its position the receiver accepts (and the sender may send).
+    pub window: u32,
+    /// STATUS is sent at least this often, and whenever the position moved a quarter window.
+    pub status_interval: Duration,
+    /// A gap still open is NAKed again after this long.
+    pub nak_interval: Duration,
+    /// A session without packets for this long is closed (its replica released).
+    pub session_timeout: Duration,
+    /// How long a loop iteration waits for packets.
+    pub idle_wait: Duration,
+}
+
+impl ReceiverConfig {
+    /// Defaults for listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        ReceiverConfig {
+            listen,
+            auth: None,
+            udp: UdpOptions::default(),
+            loss: None,
+            window: 4 << 20,
+            status_interval: Duration::from_millis(10),
+            nak_interval: Duration::from_millis(2),
+            session_timeout: Duration::from_secs(5),
+            idle_wait: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Live counters of a receiver, each written only by the receiver thread with `Relaxed` stores:
+/// independent statistics read for display, ordering nothing else.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    /// Replica position of the most recently active session.
+    pub position: AtomicU64,
+    /// Highest position seen (end of the furthest frame or heartbeat tail).
+    pub highest: AtomicU64,
+    /// Frames written to replicas.
+    pub frames: AtomicU64,
+    /// Bytes written to replicas (aligned).
+    pub bytes: AtomicU64,
+    /// Frames received more than once.
+    pub duplicates: AtomicU64,
+    /// Frames beyond the window, dropped.
+    pub beyond_window: AtomicU64,
+    /// Packets that failed to decode (garbage, truncation, bad version...).
+    pub bad_packets: AtomicU64,
+    /// Packets with a missing or wrong MAC.
+    pub bad_mac: AtomicU64,
+    /// Packets for sessions this receiver does not have.
+    pub unknown_session: AtomicU64,
+    /// Frames that failed their header checks or that the replica refused.
+    pub bad_frames: AtomicU64,
+    /// NAK packets sent.
+    pub naks: AtomicU64,
+    /// Sessions accepted.
+    pub sessions: AtomicU64,
+}
+
+struct Session {
+    peer: SocketAddr,
+    name: String,
+    replica: Box<dyn Replica>,
+    segment_size: u64,
+    next: u64,
+    highest: u64,
+    reorder: Reorder,
+    last_rx: Instant,
+    last_status: Option<Instant>,
+    status_pos: u64,
+    last_nak: Option<(Instant, u64)>,
+}
+
+/// Receives replicated streams over UDP.
+pub struct UdpReceiver {
+    cfg: ReceiverConfig,
+    store: Box<dyn ReplicaStore>,
+    io: Box<dyn DatagramIo>,
+    id: u64,
+    sessions: HashMap<u32, Session>,
+    stats: Arc<ReceiverStats>,
+    rx: Vec<u8>,
+    rx_meta: Vec<(std::ops::Range<usize>, SocketAddr)>,
+    out: Vec<u8>,
+    last_unknown_reply: Option<Instant>,
+}
+
+impl std::fmt::Debug for UdpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpReceiver")
+            .field("id", &self.id)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpReceiver {
+    /// Binds the listening socket; replicas are opened through `store`.
+    pub fn new(store: Box<dyn ReplicaStore>, cfg: ReceiverConfig) -> Result<Self> {
+        let mut io = open_udp(cfg.listen, &cfg.udp)?;
+        if let Some(l) = cfg.loss {
+            io = Box::new(LossyIo::new(io, l));
+        }
+        Ok(UdpReceiver {
+            store,
+            io,
+            id: random_u64(),
+            sessions: HashMap::new(),
+            stats: Arc::new(ReceiverStats::default()),
+            rx: Vec::with_capacity(256 << 10),
+            rx_meta: Vec::new(),
+            out: Vec::with_capacity(1024),
+            last_unknown_reply: None,
+            cfg,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.io.local_addr()?)
+    }
+
+    /// Which socket backend is in use.
+    pub fn backend(&self) -> Backend {
+        self.io.backend()
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<ReceiverStats> {
+        self.stats.clone()
+    }
+
+    /// This receiver's identity as reported in STATUS.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Replica position of the session receiving `name`, if any.
+    pub fn position_of(&self, name: &str) -> Option<u64> {
+        self.sessions
+            .values()
+            .find(|s| s.name == name)
+            .map(|s| s.next)
+    }
+
+    /// Runs until `shutdown` is set.
+    pub fn run(&mut self, shutdown: &AtomicBool) -> Result<()> {
+        // Relaxed: a stop flag; one extra iteration is harmless.
+        while !shutdown.load(Ordering::Relaxed) {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// One loop iteration: waits up to `idle_wait` for packets, handles them, sends NAK/STATUS.
+    pub fn step(&mut self) -> Result<()> {
+        self.rx.clear();
+        self.rx_meta.clear();
+        let (rx, meta) = (&mut self.rx, &mut self.rx_meta);
+        self.io.poll(self.cfg.idle_wait, &mut |d, from| {
+            let s = rx.len();
+            rx.extend_from_slice(d);
+            meta.push((s..rx.len(), from));
+        })?;
+        let now = Instant::now();
+        let rx = std::mem::take(&mut self.rx);
+        let meta = std::mem::take(&mut self.rx_meta);
+        for (r, from) in &meta {
+            self.handle(&rx[r.clone()], *from, now)?;
+        }
+        self.rx = rx;
+        self.rx_meta = meta;
+        self.timers(now)?;
+        Ok(())
+    }
+
+    fn send(&mut self, to: SocketAddr, session: u32, p: &Packet<'_>) -> Result<()> {
+        self.out.clear();
+        encode(p, session, self.cfg.auth.as_ref(), &mut self.out)?;
+        self.io.send_to(&self.out, to)?;
+        Ok(())
+    }
+
+    fn handle(&mut self, d: &[u8], from: SocketAddr, now: Instant) -> Result<()> {
+        let (session, p) = match decode(d, self.cfg.auth.as_ref()) {
+            Ok(x) => x,
+            Err(
+                crate::wire::WireError::BadMac
+                | crate::wire::WireError::MissingMac
+                | crate::wire::WireError::UnexpectedMac,
+            ) => {
+                self.stats.bad_mac.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => {
+                log::debug!("dropped packet from {from}: {e}");
+                self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        if let Packet::Setup(s) = &p {
+            return self.on_setup(session, s, from, now);
+        }
+        let Some(sess) = self.sessions.get_mut(&session) else {
+            self.stats.unknown_session.fetch_add(1, Ordering::Relaxed);
+            if matches!(p, Packet::Data(_) | Packet::Heartbeat(_))
+                && self
+                    .last_unknown_reply
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(20))
+            {
+                self.last_unknown_reply = Some(now);
+                let e = Packet::Error(ErrorPacket {
+                    code: ErrorCode::UnknownSession,
+                    a: 0,
+                    b: 0,
+                });
+                self.send(from, session, &e)?;
+            }
+            return Ok(());
+        };
+        sess.last_rx = now;
+        sess.peer = from;
+        match p {
+            Packet::Data(d) => Self::on_data(sess, &self.stats, self.cfg.window, &d),
+            Packet::Heartbeat(h) => {
+                // A heartbeat tail beyond anything plausible is ignored rather than NAKed.
+                if h.tail > sess.highest && h.tail - sess.next <= 1 << 40 {
+                    sess.highest = h.tail;
+                }
+            }
+            Packet::Close(_) => {
+                log::info!("session {session:#x} ({}) closed by sender", sess.name);
+                self.sessions.remove(&session);
+            }
+            _ => {
+                self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_setup(
+        &mut self,
+        session: u32,
+        s: &Setup<'_>,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<()> {
+        if !self.sessions.contains_key(&session) {
+            // A new session for a stream already being received replaces the old one (the
+            // sender restarted): release that replica first.
+            let g = Geometry {
+                name: s.name.to_string(),
+                segment_size: s.segment_size,
+                max_message_size: s.max_message_size,
+                crc: s.stream_flags & 1 != 0,
+            };
+            self.sessions.retain(|_, x| x.name != g.name);
+            let replica = match self.store.open(&g) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("cannot open replica for '{}': {e}", g.name);
+                    let code = match e {
+                        Error::Geometry(_) => ErrorCode::GeometryMismatch,
+                        _ => ErrorCode::ReplicaUnavailable,
+                    };
+                    let p = Packet::Error(ErrorPacket { code, a: 0, b: 0 });
+                    return self.send(from, session, &p);
+                }
+            };
+            let next = replica.next_position();
+            log::info!(
+                "session {session:#x} from {from}: stream '{}' resumes at {next}",
+                g.name
+            );
+            self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+            self.sessions.insert(
+                session,
+                Session {
+                    peer: from,
+                    name: g.name,
+                    replica,
+                    segment_size: s.segment_size as u64,
+                    next,
+                    highest: next,
+                    reorder: Reorder::default(),
+                    last_rx: now,
+                    last_status: None,
+                    status_pos: next,
+                    last_nak: None,
+                },
+            );
+        }
+        let Some(sess) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        sess.last_rx = now;
+        sess.peer = from;
+        let ack = Packet::SetupAck(SetupAck {
+            nonce: s.nonce,
+            receiver_id: self.id,
+            resume: sess.next,
+            window: self.cfg.window,
+        });
+        self.send(from, session, &ack)
+    }
+
+    fn on_data(sess: &mut Session, stats: &ReceiverStats, window: u32, d: &Data<'_>) {
+        let window = window as u64;
+        if d.fragment {
+            if d.position < sess.next {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if d.position - sess.next >= window
+                || (d.frame_len as u64) > sess.segment_size
+                || (d.frame_len as usize) < crate::frame::FRAME_HEADER_LEN
+            {
+                stats.beyond_window.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if let Some(frame) =
+                sess.reorder
+                    .fragment(d.position, d.frame_len, d.frag_offset, d.bytes)
+            {
+                match check_header(d.position, &frame, sess.segment_size) {
+                    Ok(len) if len == frame.len() as u64 => {
+                        Self::accept(sess, stats, window, d.position, &frame)
+                    }
+                    _ => {
+                        stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            return;
+        }
+        let seg = sess.segment_size;
+        let r = for_each_frame(d.position, d.bytes, seg, |pos, raw| {
+            Self::accept(sess, stats, window, pos, raw)
+        });
+        if let Err(e) = r {
+            log::debug!("bad frame in DATA: {e}");
+            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn accept(sess: &mut Session, stats: &ReceiverStats, window: u64, pos: u64, raw: &[u8]) {
+        let end = pos + align8(raw.len() as u64);
+        if pos < sess.next {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if pos - sess.next >= window {
+            stats.beyond_window.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        sess.highest = sess.highest.max(end);
+        if pos > sess.next {
+            sess.reorder.insert(pos, raw);
+            return;
+        }
+        if !Self::write(sess, stats, pos, raw) {
+            return;
+        }
+        while let Some(f) = sess.reorder.take(sess.next) {
+            let p = sess.next;
+            if !Self::write(sess, stats, p, &f) {
+                break;
+            }
+        }
+        sess.reorder.prune(sess.next);
+    }
+
+    fn write(sess: &mut Session, stats: &ReceiverStats, pos: u64, raw: &[u8]) -> bool {
+        match sess.replica.write_frame(pos, raw) {
+            Ok(()) => {
+                let next = sess.replica.next_position();
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(next - pos, Ordering::Relaxed);
+                sess.next = next;
+                true
+            }
+            Err(e) => {
+                log::warn!("replica '{}' refused frame at {pos}: {e}", sess.name);
+                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn timers(&mut self, now: Instant) -> Result<()> {
+        let timeout = self.cfg.session_timeout;
+        let before = self.sessions.len();
+        self.sessions.retain(|id, s| {
+            let keep = now.duration_since(s.last_rx) < timeout;
+            if !keep {
+                log::info!("session {id:#x} ({}) timed out", s.name);
+            }
+            keep
+        });
+        let _ = before;
+        let ids: Vec<u32> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let mut out: Vec<(SocketAddr, Packet<'static>)> = Vec::new();
+            {
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    continue;
+                };
+                // NAK gaps: at once when a new gap opens, then every nak_interval.
+                if s.highest > s.next {
+                    let due = match s.last_nak {
+                        None => true,
+                        Some((t, first)) => {
+                            first != s.next || now.duration_since(t) >= self.cfg.nak_interval
+                        }
+                    };
+                    if due {
+                        let ranges = s.reorder.gaps(s.next, s.highest, MAX_NAK_RANGES);
+                        if !ranges.is_empty() {
+                            out.push((s.peer, Packet::Nak(Nak { ranges })));
+                            s.last_nak = Some((now, s.next));
+                            self.stats.naks.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                } else {
+                    s.last_nak = None;
+                }
+                let moved = s.next - s.status_pos >= (self.cfg.window as u64) / 4;
+                if moved
+                    || s.last_status
+                        .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
+                {
+                    out.push((
+                        s.peer,
+                        Packet::Status(Status {
+                            receiver_id: self.id,
+                            position: s.next,
+                            highest: s.highest,
+                            window: self.cfg.window,
+                        }),
+                    ));
+                    s.last_status = Some(now);
+                    s.status_pos = s.next;
+                }
+                self.stats.position.store(s.next, Ordering::Relaxed);
+                self.stats.highest.store(s.highest, Ordering::Relaxed);
+            }
+            for (to, p) in out {
+                self.send(to, id, &p)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,615 @@
+//! The sending side: tails the primary, ships frames within the receiver's window, answers NAKs
+//! by re-reading the journal, sends heartbeats when idle, and sets the session up again when the
+//! receiver goes silent or forgets it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::packer::Packer;
+use super::{now_ns, random_u64};
+use crate::auth::AuthKey;
+use crate::error::{Error, Result};
+use crate::frame::align8;
+use crate::io::{open_udp, Backend, DatagramIo, UdpOptions};
+use crate::journal::{RawReader, Source};
+use crate::loss::{LossConfig, LossyIo};
+use crate::sync::AckTracker;
+use crate::wire::{decode, encode, ErrorCode, ErrorPacket, Heartbeat, NakRange, Packet, Setup};
+
+/// Sender settings.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Receiver address.
+    pub remote: SocketAddr,
+    /// Local address to bind (default: any address, any port, of the remote's family).
+    pub bind: Option<SocketAddr>,
+    /// Largest datagram sent (bytes of UDP payload).
+    pub mtu: usize,
+    /// Shared key: every packet carries a MAC, unauthenticated packets are dropped.
+    pub auth: Option<AuthKey>,
+    /// Socket options and backend.
+    pub udp: UdpOptions,
+    /// Fault injection (diagnostics).
+    pub loss: Option<LossConfig>,
+    /// SETUP is repeated this often until answered.
+    pub setup_interval: Duration,
+    /// A HEARTBEAT goes out after this long without DATA.
+    pub heartbeat_interval: Duration,
+    /// Without any packet from the receiver for this long, the session is set up again.
+    pub session_timeout: Duration,
+    /// A range retransmitted less than this long ago is not retransmitted again.
+    pub nak_holdoff: Duration,
+    /// How long an idle loop iteration waits for packets (`ZERO`: busy-spin).
+    pub idle_wait: Duration,
+    /// Acknowledged positions are published here (synchronous mode).
+    pub acks: Option<AckTracker>,
+}
+
+impl SenderConfig {
+    /// Defaults for sending to `remote`.
+    pub fn new(remote: SocketAddr) -> Self {
+        SenderConfig {
+            remote,
+            bind: None,
+            mtu: 1408,
+            auth: None,
+            udp: UdpOptions::default(),
+            loss: None,
+            setup_interval: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(20),
+            session_timeout: Duration::from_secs(5),
+            nak_holdoff: Duration::from_millis(1),
+            idle_wait: Duration::from_micros(200),
+            acks: None,
+        }
+    }
+}
+
+/// Live counters of a sender. Each is updated by the sender thread alone with `Relaxed` stores:
+/// they are independent statistics, read for display, and order nothing else.
+#[derive(Debug, Default)]
+pub struct SenderStats {
+    /// End of what has been sent.
+    pub sent_position: AtomicU64,
+    /// Position the receiver has acknowledged.
+    pub acked_position: AtomicU64,
+    /// Tail of the primary when last looked at.
+    pub primary_tail: AtomicU64,
+    /// DATA packets sent, first transmissions.
+    pub data_packets: AtomicU64,
+    /// DATA packets sent in answer to NAKs.
+    pub retransmit_packets: AtomicU64,
+    /// NAK ranges received.
+    pub naks: AtomicU64,
+    /// Heartbeats sent.
+    pub heartbeats: AtomicU64,
+    /// Sessions established (1 + reconnections).
+    pub sessions: AtomicU64,
+    /// Packets dropped: undecodable, bad MAC, foreign session.
+    pub rejected: AtomicU64,
+    /// 1 while a session is established.
+    pub connected: AtomicU64,
+}
+
+enum Phase {
+    Setup { nonce: u64, last: Option<Instant> },
+    Live { receiver_id: u64 },
+}
+
+/// Ships one stream to one receiver over UDP.
+pub struct UdpSender {
+    cfg: SenderConfig,
+    source: Box<dyn Source>,
+    io: Box<dyn DatagramIo>,
+    session: u32,
+    phase: Phase,
+    live: Option<Box<dyn RawReader>>,
+    rtx: Option<Box<dyn RawReader>>,
+    stash: VecDeque<(u64, Vec<u8>)>,
+    sent: u64,
+    acked: u64,
+    limit: u64,
+    naks: VecDeque<NakRange>,
+    recent: VecDeque<(NakRange, Instant)>,
+    last_data: Instant,
+    last_rx: Instant,
+    packer: Packer,
+    out: Vec<u8>,
+    rx: Vec<u8>,
+    rx_ranges: Vec<std::ops::Range<usize>>,
+    stats: Arc<SenderStats>,
+    idle: bool,
+}
+
+impl std::fmt::Debug for UdpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSender")
+            .field("session", &self.session)
+            .field("sent", &self.sent)
+            .field("acked", &self.acked)
+            .finish_non_exhaustive()
+    }
+}
+
+const LIVE_BATCH: usize = 64;
+const MAX_QUEUED_NAKS: usize = 1024;
+/// Bytes retransmitted per loop iteration at most, so live data and control traffic keep moving.
+const RTX_BUDGET: usize = 256 << 10;
+
+impl UdpSender {
+    /// Binds the socket (io_uring or fallback) for shipping `source`.
+    pub fn new(source: Box<dyn Source>, cfg: SenderConfig) -> Result<Self> {
+        let bind = cfg.bind.unwrap_or(if cfg.remote.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!())
+        } else {
+            "[::]:0".parse().unwrap_or_else(|_| unreachable!())
+        });
+        if cfg.mtu < 128 || cfg.mtu > 65507 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "mtu must be within 128..=65507",
+            )));
+        }
+        let mut udp = cfg.udp.clone();
+        udp.max_datagram = udp.max_datagram.max(cfg.mtu);
+        let mut io = open_udp(bind, &udp)?;
+        if let Some(l) = cfg.loss {
+            io = Box::new(LossyIo::new(io, l));
+        }
+        let session = (random_u64() >> 32) as u32 | 1;
+        let now = Instant::now();
+        Ok(UdpSender {
+            packer: Packer::new(session, cfg.mtu, cfg.auth.clone()),
+            source,
+            io,
+            session,
+            phase: Phase::Setup {
+                nonce: random_u64(),
+                last: None,
+            },
+            live: None,
+            rtx: None,
+            stash: VecDeque::new(),
+            sent: 0,
+            acked: 0,
+            limit: 0,
+            naks: VecDeque::new(),
+            recent: VecDeque::new(),
+            last_data: now,
+            last_rx: now,
+            out: Vec::with_capacity(512),
+            rx: Vec::with_capacity(64 << 10),
+            rx_ranges: Vec::new(),
+            stats: Arc::new(SenderStats::default()),
+            idle: false,
+            cfg,
+        })
+    }
+
+    /// Live counters (shareable with a progress printer).
+    pub fn stats(&self) -> Arc<SenderStats> {
+        self.stats.clone()
+    }
+
+    /// Which socket backend is in use.
+    pub fn backend(&self) -> Backend {
+        self.io.backend()
+    }
+
+    /// Local socket address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.io.local_addr()?)
+    }
+
+    /// Position acknowledged by the receiver.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Runs until `shutdown` is set (then sends CLOSE) or a fatal error.
+    pub fn run(&mut self, shutdown: &AtomicBool) -> Result<()> {
+        // Relaxed: the flag carries no data; seeing it one iteration late is harmless.
+        while !shutdown.load(Ordering::Relaxed) {
+            self.step()?;
+        }
+        self.close()
+    }
+
+    /// Tells the receiver the session ends.
+    pub fn close(&mut self) -> Result<()> {
+        if matches!(self.phase, Phase::Live { .. }) {
+            self.send_control(&Packet::Close(crate::wire::Close { reason: 0 }))?;
+            self.io.poll(Duration::ZERO, &mut |_, _| {})?;
+        }
+        Ok(())
+    }
+
+    fn send_control(&mut self, p: &Packet<'_>) -> Result<()> {
+        self.out.clear();
+        encode(p, self.session, self.cfg.auth.as_ref(), &mut self.out)?;
+        self.io.send_to(&self.out, self.cfg.remote)?;
+        Ok(())
+    }
+
+    /// One loop iteration: receive, react, send. Waits up to `idle_wait` when the previous
+    /// iteration found nothing to do.
+    pub fn step(&mut self) -> Result<()> {
+        let timeout = if self.idle {
+            self.cfg.idle_wait
+        } else {
+            Duration::ZERO
+        };
+        self.rx.clear();
+        self.rx_ranges.clear();
+        let (rx, ranges) = (&mut self.rx, &mut self.rx_ranges);
+        let got = self.io.poll(timeout, &mut |d, _from| {
+            let s = rx.len();
+            rx.extend_from_slice(d);
+            ranges.push(s..rx.len());
+        })?;
+        let now = Instant::now();
+        let ranges = std::mem::take(&mut self.rx_ranges);
+        for r in &ranges {
+            let rx = std::mem::take(&mut self.rx);
+            let res = self.handle(&rx[r.clone()], now);
+            self.rx = rx;
+            res?;
+        }
+        self.rx_ranges = ranges;
+        let mut work = got > 0;
+        match self.phase {
+            Phase::Setup { nonce, last } => {
+                if last.is_none_or(|t| now.duration_since(t) >= self.cfg.setup_interval) {
+                    self.send_setup(nonce)?;
+                    self.phase = Phase::Setup {
+                        nonce,
+                        last: Some(now),
+                    };
+                }
+            }
+            Phase::Live { .. } => {
+                work |= self.retransmit(now)?;
+                work |= self.ship_live()?;
+                let n = self.packer.flush(&mut *self.io, self.cfg.remote)?;
+                if n > 0 {
+                    self.last_data = now;
+                    work = true;
+                } else if now.duration_since(self.last_data) >= self.cfg.heartbeat_interval {
+                    let hb = Packet::Heartbeat(Heartbeat {
+                        tail: self.sent,
+                        timestamp_ns: now_ns(),
+                    });
+                    self.send_control(&hb)?;
+                    self.last_data = now;
+                    self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                if now.duration_since(self.last_rx) >= self.cfg.session_timeout {
+                    log::warn!(
+                        "receiver {} silent for {:?}; setting the session up again",
+                        self.cfg.remote,
+                        self.cfg.session_timeout
+                    );
+                    self.restart_setup();
+                }
+            }
+        }
+        self.idle = !work;
+        Ok(())
+    }
+
+    fn restart_setup(&mut self) {
+        self.phase = Phase::Setup {
+            nonce: random_u64(),
+            last: None,
+        };
+        self.stats.connected.store(0, Ordering::Relaxed);
+        self.packer.discard();
+    }
+
+    fn send_setup(&mut self, nonce: u64) -> Result<()> {
+        let g = self.source.geometry();
+        let oldest = self.source.oldest()?;
+        let tail = self.source.tail()?.max(oldest);
+        let p = Packet::Setup(Setup {
+            nonce,
+            oldest,
+            tail,
+            segment_size: g.segment_size,
+            max_message_size: g.max_message_size,
+            mtu: self.cfg.mtu as u16,
+            stream_flags: u8::from(g.crc),
+            name: &g.name,
+        });
+        self.send_control(&p)?;
+        self.io.poll(Duration::ZERO, &mut |_, _| {})?;
+        Ok(())
+    }
+
+    fn handle(&mut self, d: &[u8], now: Instant) -> Result<()> {
+        let (session, p) = match decode(d, self.cfg.auth.as_ref()) {
+            Ok(x) => x,
+            Err(e) => {
+                log::debug!("dropped packet: {e}");
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        if session != self.session {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match p {
+            Packet::SetupAck(a) => {
+                let current = match self.phase {
+                    Phase::Setup { nonce, .. } => nonce == a.nonce,
+                    Phase::Live { .. } => false,
+                };
+                if current {
+                    self.establish(a.receiver_id, a.resume, a.window, now)?;
+                }
+            }
+            Packet::Status(s) => {
+                if let Phase::Live { receiver_id } = self.phase {
+                    if s.receiver_id == receiver_id {
+                        self.last_rx = now;
+                        if s.position > self.acked && s.position <= self.sent {
+                            self.acked = s.position;
+                            self.stats
+                                .acked_position
+                                .store(s.position, Ordering::Relaxed);
+                            if let Some(t) = &self.cfg.acks {
+                                t.update(receiver_id, s.position);
+                            }
+                        }
+                        let lim = s.position.saturating_add(s.window as u64);
+                        if s.position <= self.sent && lim > self.limit {
+                            self.limit = lim;
+                        }
+                    }
+                }
+            }
+            Packet::Nak(n) => {
+                if matches!(self.phase, Phase::Live { .. }) {
+                    self.last_rx = now;
+                    self.stats
+                        .naks
+                        .fetch_add(n.ranges.len() as u64, Ordering::Relaxed);
+                    for r in n.ranges {
+                        if self.naks.len() < MAX_QUEUED_NAKS {
+                            self.naks.push_back(r);
+                        }
+                    }
+                }
+            }
+            Packet::Error(e) => match e.code {
+                ErrorCode::UnknownSession => {
+                    if matches!(self.phase, Phase::Live { .. }) {
+                        log::info!("receiver lost the session; setting it up again");
+                        self.restart_setup();
+                    }
+                }
+                code => {
+                    return Err(Error::Remote {
+                        code,
+                        a: e.a,
+                        b: e.b,
+                    });
+                }
+            },
+            Packet::Close(_) => {
+                if matches!(self.phase, Phase::Live { .. }) {
+                    self.restart_setup();
+                }
+            }
+            _ => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn establish(
+        &mut self,
+        receiver_id: u64,
+        resume: u64,
+        window: u32,
+        now: Instant,
+    ) -> Result<()> {
+        let tail = self.source.tail()?;
+        if resume > tail {
+            return Err(Error::ReplicaAhead {
+                replica: resume,
+                tail,
+            });
+        }
+        let live = match self.source.reader_at(resume) {
+            Ok(r) => r,
+            Err(Error::Lapped { requested, oldest }) => {
+                let p = Packet::Error(ErrorPacket {
+                    code: ErrorCode::Lapped,
+                    a: requested,
+                    b: oldest,
+                });
+                self.send_control(&p)?;
+                self.io.poll(Duration::ZERO, &mut |_, _| {})?;
+                return Err(Error::Lapped { requested, oldest });
+            }
+            Err(e) => return Err(e),
+        };
+        self.live = Some(live);
+        self.rtx = None;
+        self.stash.clear();
+        self.naks.clear();
+        self.recent.clear();
+        self.packer.discard();
+        self.sent = resume;
+        self.acked = resume;
+        self.limit = resume.saturating_add(window as u64);
+        self.last_rx = now;
+        self.last_data = now;
+        self.phase = Phase::Live { receiver_id };
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        self.stats.connected.store(1, Ordering::Relaxed);
+        self.stats.acked_position.store(resume, Ordering::Relaxed);
+        self.stats.sent_position.store(resume, Ordering::Relaxed);
+        if let Some(t) = &self.cfg.acks {
+            t.update(receiver_id, resume);
+        }
+        log::info!(
+            "session {:#x} established with {} (receiver {receiver_id:#x}), resuming at {resume}",
+            self.session,
+            self.cfg.remote
+        );
+        Ok(())
+    }
+
+    /// Reads new frames from the primary while they start inside the receiver's window.
+    fn ship_live(&mut self) -> Result<bool> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        let before = self.sent;
+        let before_packets = self.packer.pending();
+        while let Some((pos, _)) = self.stash.front() {
+            if *pos >= self.limit {
+                break;
+            }
+            let (pos, raw) = self.stash.pop_front().unwrap_or_else(|| unreachable!());
+            self.packer.add(pos, &raw);
+            self.sent = pos + align8(raw.len() as u64);
+        }
+        let mut frames = 0;
+        while self.stash.is_empty() && self.sent < self.limit && frames < 4 * LIVE_BATCH {
+            let (packer, stash, sent, limit) = (
+                &mut self.packer,
+                &mut self.stash,
+                &mut self.sent,
+                self.limit,
+            );
+            let n = match live.poll_raw(LIVE_BATCH, &mut |pos, raw| {
+                if !stash.is_empty() || pos >= limit {
+                    stash.push_back((pos, raw.to_vec()));
+                } else {
+                    packer.add(pos, raw);
+                    *sent = pos + align8(raw.len() as u64);
+                }
+            }) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Whatever was packed from a lapped read may be torn: send none of it.
+                    self.packer.discard();
+                    return Err(e);
+                }
+            };
+            frames += n;
+            if n == 0 {
+                break;
+            }
+        }
+        let packets = self.packer.pending().saturating_sub(before_packets) as u64;
+        if self.sent != before {
+            self.stats.sent_position.store(self.sent, Ordering::Relaxed);
+            self.stats
+                .data_packets
+                .fetch_add(packets, Ordering::Relaxed);
+        }
+        if frames == 0 {
+            // Idle: refresh the tail for progress reports.
+            if let Ok(t) = self.source.tail() {
+                self.stats.primary_tail.store(t, Ordering::Relaxed);
+            }
+        }
+        Ok(self.sent != before)
+    }
+
+    /// Answers queued NAKs from the journal.
+    fn retransmit(&mut self, now: Instant) -> Result<bool> {
+        while let Some((_, t)) = self.recent.front() {
+            if now.duration_since(*t) > self.cfg.nak_holdoff {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        let mut budget = RTX_BUDGET;
+        let mut any = false;
+        while budget > 0 {
+            let Some(r) = self.naks.pop_front() else {
+                break;
+            };
+            let start = r.start.max(self.acked);
+            let end = r.end.min(self.sent);
+            if start >= end {
+                continue;
+            }
+            if self
+                .recent
+                .iter()
+                .any(|(q, _)| q.start <= start && q.end >= end)
+            {
+                continue;
+            }
+            self.recent.push_back((NakRange { start, end }, now));
+            let reuse = self.rtx.as_ref().is_some_and(|x| x.position() == start);
+            if !reuse {
+                match self.source.reader_at(start) {
+                    Ok(x) => self.rtx = Some(x),
+                    Err(Error::Lapped { requested, oldest }) => {
+                        let p = Packet::Error(ErrorPacket {
+                            code: ErrorCode::Lapped,
+                            a: requested,
+                            b: oldest,
+                        });
+                        self.send_control(&p)?;
+                        return Err(Error::Lapped { requested, oldest });
+                    }
+                    Err(e) => {
+                        // Not a frame boundary: a confused or hostile NAK. Ignore it.
+                        log::debug!("ignoring NAK {start}..{end}: {e}");
+                        self.rtx = None;
+                        continue;
+                    }
+                }
+            }
+            let Some(rtx) = self.rtx.as_mut() else {
+                continue;
+            };
+            let before = self.packer.pending();
+            loop {
+                let pos = rtx.position();
+                if pos >= end || budget == 0 {
+                    break;
+                }
+                let packer = &mut self.packer;
+                let b = &mut budget;
+                let n = match rtx.poll_raw(16, &mut |pos, raw| {
+                    if pos < end {
+                        packer.add(pos, raw);
+                        *b = b.saturating_sub(raw.len());
+                    }
+                }) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.packer.discard();
+                        self.rtx = None;
+                        return Err(e);
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+            }
+            // Retransmitted data goes out in its own packets, ahead of new data.
+            self.packer.close();
+            let packets = self.packer.pending().saturating_sub(before) as u64;
+            self.stats
+                .retransmit_packets
+                .fetch_add(packets, Ordering::Relaxed);
+            any = true;
+        }
+        Ok(any)
+    }
+}
