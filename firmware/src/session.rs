@@ -213,6 +213,8 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
         wire: &mut WireBuf<TELEMETRY_WIRE_SIZE>,
         handler: &mut H,
     ) -> Result<core::convert::Infallible, LinkError> {
+        // No point burning backoff attempts before the interface has link and an address.
+        self.stack.wait_config_up().await;
         let mut socket = TcpSocket::new(self.stack, tcp_rx, tcp_tx);
         // A silent peer is detected by MQTT keep-alive; this bounds a stuck TCP write.
         let keepalive = u64::from(self.config.keepalive_secs.max(1));

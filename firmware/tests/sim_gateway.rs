@@ -82,6 +82,7 @@ fn gateway_journal_receives_10000_readings_in_order() {
             id: DeviceId(0xe1),
             readings: n,
             period: Duration::ZERO,
+            submit_log: None,
         }],
         Duration::from_secs(1),
     );
@@ -110,6 +111,7 @@ fn kill_and_restart(tag: &str, device: u64, n: u64, period: Duration) -> KillOut
             id: DeviceId(device),
             readings: n,
             period,
+            submit_log: None,
         }],
         Duration::from_millis(500),
     );
@@ -194,6 +196,7 @@ fn command_appended_to_a_stream_reaches_the_device() {
             id: DeviceId(0xe3),
             readings: 20,
             period: Duration::from_millis(1),
+            submit_log: None,
         }],
         Duration::from_secs(1),
     );
@@ -256,6 +259,7 @@ fn hundred_devices_through_the_gateway() {
             id: DeviceId(0x2000 + i),
             readings: per_device,
             period: Duration::from_millis(5),
+            submit_log: None,
         })
         .collect();
     let devices = spawn_devices(&ns, specs, Duration::from_secs(2));
@@ -272,4 +276,82 @@ fn hundred_devices_through_the_gateway() {
         );
     }
     assert_eq!(journal.len(), count * per_device as usize);
+}
+
+/// Latency from `Outbox::submit` on the device to a host process reading the reading out of
+/// the journal, at a steady 200 readings/s. Printed, not asserted (figures belong to benches).
+#[test]
+fn latency_device_submit_to_journal_reader() {
+    require_root_and_tools();
+    let ns = NetNs::create("gw7", 1);
+    let dir = tempdir("gw7");
+    let _gw = GatewayHandle::start(&ns, dir.path());
+    let n = 2_000u64;
+    let log: &'static std::sync::Mutex<Vec<Instant>> = Box::leak(Box::new(std::sync::Mutex::new(
+        Vec::with_capacity(n as usize),
+    )));
+    let devices = spawn_devices(
+        &ns,
+        vec![DeviceSpec {
+            id: DeviceId(0xe7),
+            readings: n,
+            period: Duration::from_millis(5),
+            submit_log: Some(log),
+        }],
+        Duration::from_secs(1),
+    );
+    // The gateway creates the stream on the first publish.
+    let start = Instant::now();
+    let stream = loop {
+        match Stream::open(dir.path(), TELEMETRY_STREAM) {
+            Ok(s) => break s,
+            Err(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "stream never created"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    let mut reader = stream.reader(Start::Beginning).unwrap();
+    let mut arrivals = vec![None; n as usize];
+    let mut got = 0;
+    while got < n as usize {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "readings missing"
+        );
+        let k = reader
+            .poll(256, |f| {
+                let now = Instant::now();
+                let t = access_telemetry(f.payload()).expect("valid telemetry");
+                arrivals[t.seq() as usize] = Some(now);
+            })
+            .unwrap();
+        got += k;
+        if k == 0 {
+            std::thread::yield_now();
+        }
+    }
+    devices[0].wait_all_acked(Duration::from_secs(30));
+    let submitted = log.lock().unwrap();
+    // Steady state only: skip readings submitted before the first one reached the journal
+    // (they waited for the interface, ARP and the MQTT connection).
+    let first = arrivals.iter().flatten().min().copied().expect("arrivals");
+    let mut lat: Vec<Duration> = arrivals
+        .iter()
+        .zip(submitted.iter())
+        .filter(|(_, s)| **s > first)
+        .map(|(a, s)| a.expect("every reading arrived").duration_since(*s))
+        .collect();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "latency submit -> journal reader over {} readings at 200/s: p50 {:?} p99 {:?} max {:?}",
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
 }

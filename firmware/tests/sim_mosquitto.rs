@@ -77,6 +77,7 @@ fn one_device_delivers_10000_readings_in_order() {
             id: DeviceId(0xd1),
             readings: n,
             period: Duration::ZERO,
+            submit_log: None,
         }],
         Duration::from_secs(1),
     );
@@ -111,6 +112,7 @@ fn broker_restart_mid_run_loses_nothing() {
             id: DeviceId(0xd2),
             readings: n,
             period: Duration::from_millis(2),
+            submit_log: None,
         }],
         Duration::from_millis(500),
     );
@@ -157,6 +159,7 @@ fn command_reaches_the_device_handler() {
             id: DeviceId(0xd3),
             readings: 10,
             period: Duration::from_millis(1),
+            submit_log: None,
         }],
         Duration::from_secs(1),
     );
@@ -227,6 +230,7 @@ fn hundred_devices_at_once() {
             id: DeviceId(0x1000 + i),
             readings: per_device,
             period: Duration::from_millis(5),
+            submit_log: None,
         })
         .collect();
     let devices = spawn_devices(&ns, specs, Duration::from_secs(2));

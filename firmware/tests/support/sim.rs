@@ -35,6 +35,8 @@ pub struct DeviceSpec {
     pub readings: u64,
     /// Time between readings; zero submits as fast as the outbox has room.
     pub period: StdDuration,
+    /// When set, the host time of every submit is recorded here (index = sequence number).
+    pub submit_log: Option<&'static Mutex<Vec<StdInstant>>>,
 }
 
 /// The test's view of a running simulated device.
@@ -90,7 +92,12 @@ async fn session_task(
 }
 
 #[embassy_executor::task(pool_size = 256)]
-async fn sensor_task(outbox: &'static SimOutbox, readings: u64, period_us: u64) {
+async fn sensor_task(
+    outbox: &'static SimOutbox,
+    readings: u64,
+    period_us: u64,
+    log: Option<&'static Mutex<Vec<StdInstant>>>,
+) {
     let start = embassy_time::Instant::now();
     for i in 0..readings {
         if period_us == 0 {
@@ -105,6 +112,9 @@ async fn sensor_task(outbox: &'static SimOutbox, readings: u64, period_us: u64) 
             Reading::new(0, Quantity::Temperature, 20.0 + (i % 100) as f32 / 10.0),
             Reading::new(1, Quantity::Count, i as f32),
         ];
+        if let Some(log) = log {
+            log.lock().unwrap().push(StdInstant::now());
+        }
         outbox.submit(uptime, &r).expect("submit");
         if period_us == 0 && i % 32 == 31 {
             embassy_futures::yield_now().await;
@@ -184,8 +194,13 @@ pub fn spawn_devices(
                     session_task(session, buffers, Recorder(commands)).expect("session task"),
                 );
                 spawner.spawn(
-                    sensor_task(outbox, spec.readings, spec.period.as_micros() as u64)
-                        .expect("sensor task"),
+                    sensor_task(
+                        outbox,
+                        spec.readings,
+                        spec.period.as_micros() as u64,
+                        spec.submit_log,
+                    )
+                    .expect("sensor task"),
                 );
             }
             let _ = ready_tx.send(());
