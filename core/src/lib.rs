@@ -31,6 +31,8 @@ pub mod wire;
 pub use position::Position;
 
 #[cfg(feature = "std")]
+pub mod agent;
+#[cfg(feature = "std")]
 mod clock;
 #[cfg(feature = "std")]
 mod config;
@@ -42,6 +44,8 @@ mod error;
 mod fsutil;
 #[cfg(feature = "std")]
 pub mod group;
+#[cfg(feature = "std")]
+pub mod idle;
 #[cfg(feature = "std")]
 pub mod meta;
 #[cfg(feature = "std")]
@@ -66,6 +70,8 @@ mod segment;
 mod stat;
 #[cfg(feature = "std")]
 mod stream;
+#[cfg(feature = "std")]
+pub mod typed;
 #[cfg(feature = "std")]
 mod verify;
 #[cfg(feature = "std")]

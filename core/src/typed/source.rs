@@ -1,0 +1,34 @@
+//! [`FrameSource`]: what a typed subscriber reads frames from.
+
+use std::time::Duration;
+
+use crate::{Frame, NamedReader, Reader, Result};
+
+/// A sequence of committed frames a [`Subscriber`](super::Subscriber) can read: a plain
+/// [`Reader`] or a durable [`NamedReader`] (which commits its cursor as it goes).
+pub trait FrameSource {
+    /// Hands up to `limit` committed data frames to `handler`; returns how many.
+    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize>;
+    /// Blocks until a frame is ready or `timeout` passes (see [`Reader::wait`]).
+    fn wait_frames(&mut self, timeout: Duration) -> Result<bool>;
+}
+
+impl FrameSource for Reader {
+    #[inline]
+    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
+        self.poll(limit, handler)
+    }
+    fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
+        self.wait(timeout)
+    }
+}
+
+impl FrameSource for NamedReader {
+    #[inline]
+    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
+        self.poll(limit, handler)
+    }
+    fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
+        self.reader_mut().wait(timeout)
+    }
+}
