@@ -174,7 +174,7 @@ pub fn run_publisher(o: &Options) -> Result<PublisherReport, Box<dyn Error + Sen
     let (count, rate) = (o.count, o.rate);
     let started = Instant::now();
     // Pacing: quote `i` is due `i / rate` seconds after the start.
-    let interval_ns = if rate > 0 { 1_000_000_000 / rate } else { 0 };
+    let interval_ns = 1_000_000_000u64.checked_div(rate).unwrap_or(0);
     let mut i = 0u64;
     let opts = AgentOptions::new("quote-publisher")
         .core_opt(o.core)
