@@ -154,7 +154,10 @@ fn meta_len_longer_than_the_frame_is_rejected() {
         matches!(err, Some(Error::CorruptFrame { position, .. }) if position == Position(pos[2])),
         "{err:?}"
     );
-    assert_eq!(stream.verify().unwrap().problem.unwrap().0, Position(pos[2]));
+    assert_eq!(
+        stream.verify().unwrap().problem.unwrap().0,
+        Position(pos[2])
+    );
 }
 
 #[test]
@@ -162,8 +165,14 @@ fn truncated_segment_file_is_a_clear_error() {
     let root = temp_root();
     let (stream, _) = stream_with(root.path(), &crc_cfg(), 3000);
     let second = segment_file(&stream, SEGMENT);
-    assert!(stream.tail().get() > 2 * SEGMENT, "3000 messages span three segments");
-    let f = std::fs::OpenOptions::new().write(true).open(&second).unwrap();
+    assert!(
+        stream.tail().get() > 2 * SEGMENT,
+        "3000 messages span three segments"
+    );
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap();
     f.set_len(1000).unwrap();
     drop(f);
     let (n, err) = read_all(&stream);
@@ -447,7 +456,10 @@ fn ring_laps_are_reported_never_stale_bytes() {
     assert!(err.is_none() && n > 0, "{err:?}");
     assert!(stream.verify().unwrap().is_intact());
     let segments = stream.stat().unwrap().segments;
-    assert!((2..=3).contains(&segments), "2 ring segments (+ the prepared one): {segments}");
+    assert!(
+        (2..=3).contains(&segments),
+        "2 ring segments (+ the prepared one): {segments}"
+    );
 }
 
 #[test]
@@ -487,7 +499,10 @@ fn start_from_position_time_and_end() {
     while let Some(f) = all.next().unwrap() {
         stamps.push((f.timestamp_ns(), f.position()));
     }
-    assert!(stamps.windows(2).all(|p| p[0].0 <= p[1].0), "timestamps grow");
+    assert!(
+        stamps.windows(2).all(|p| p[0].0 <= p[1].0),
+        "timestamps grow"
+    );
     for k in [0usize, 1000, 3000, 4999] {
         let (ts, pos) = stamps[k];
         let want = stamps.iter().find(|s| s.0 >= ts).unwrap().1;
@@ -516,11 +531,20 @@ fn rejected_configurations() {
     let root = temp_root();
     let bad = [
         ("multi-writer ring", crc_cfg().ring(4).multi_writer(true)),
-        ("segment not a power of two", crc_cfg().segment_size(100_000)),
+        (
+            "segment not a power of two",
+            crc_cfg().segment_size(100_000),
+        ),
         ("segment too small", crc_cfg().segment_size(4096)),
-        ("message larger than half a segment", crc_cfg().max_message_size(40_000)),
+        (
+            "message larger than half a segment",
+            crc_cfg().max_message_size(40_000),
+        ),
         ("ring of one", crc_cfg().ring(1)),
-        ("retention of one", crc_cfg().retention(Retention::default().max_segments(1))),
+        (
+            "retention of one",
+            crc_cfg().retention(Retention::default().max_segments(1)),
+        ),
         ("file mode without owner rw", crc_cfg().file_mode(0o400)),
     ];
     for (name, cfg) in bad {
@@ -528,7 +552,10 @@ fn rejected_configurations() {
             Err(Error::InvalidConfig(msg)) => eprintln!("{name}: {msg}"),
             other => panic!("{name}: expected InvalidConfig, got {other:?}"),
         }
-        assert!(!root.path().join("s").exists(), "{name}: nothing left behind");
+        assert!(
+            !root.path().join("s").exists(),
+            "{name}: nothing left behind"
+        );
     }
     for name in ["", ".hidden", "a/b", "x y"] {
         assert!(matches!(
@@ -550,7 +577,10 @@ fn rejected_configurations() {
             max: 1024
         })
     ));
-    assert!(matches!(w.try_claim(5000), Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        w.try_claim(5000),
+        Err(Error::MessageTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -560,7 +590,10 @@ fn replica_writer_rejects_bad_frames() {
     let primary = Stream::create(root.path(), "p", &cfg).unwrap();
     let replica = Stream::create(root.path(), "r", &cfg.clone().replica(true)).unwrap();
     assert!(matches!(replica.writer(), Err(Error::ReadOnlyReplica(_))));
-    assert!(matches!(primary.replica_writer(), Err(Error::NotAReplica(_))));
+    assert!(matches!(
+        primary.replica_writer(),
+        Err(Error::NotAReplica(_))
+    ));
     let mut w = primary.writer().unwrap();
     for i in 0..3000 {
         w.append(&make_payload(0, i)).unwrap();
@@ -573,22 +606,28 @@ fn replica_writer_rejects_bad_frames() {
         > 0
     {}
     let mut rw = replica.replica_writer().unwrap();
-    assert!(matches!(replica.replica_writer(), Err(Error::WriterBusy { .. })));
-    let expect_corrupt = |rw: &mut ringway_core::ReplicaWriter, pos: Position, raw: &[u8]| {
-        match rw.write_frame(pos, raw) {
-            Err(Error::CorruptFrame { position, reason }) => {
-                assert_eq!(position, pos);
-                reason
-            }
-            other => panic!("expected CorruptFrame, got {other:?}"),
+    assert!(matches!(
+        replica.replica_writer(),
+        Err(Error::WriterBusy { .. })
+    ));
+    let expect_corrupt = |rw: &mut ringway_core::ReplicaWriter, pos: Position, raw: &[u8]| match rw
+        .write_frame(pos, raw)
+    {
+        Err(Error::CorruptFrame { position, reason }) => {
+            assert_eq!(position, pos);
+            reason
         }
+        other => panic!("expected CorruptFrame, got {other:?}"),
     };
     let (p0, f0) = frames[0].clone();
     // Flipped payload byte: CRC mismatch.
     let mut bad = f0.clone();
     bad[40] ^= 1;
     let reason = expect_corrupt(&mut rw, p0, &bad);
-    assert!(matches!(reason, FrameError::CrcMismatch { .. }), "{reason:?}");
+    assert!(
+        matches!(reason, FrameError::CrcMismatch { .. }),
+        "{reason:?}"
+    );
     // Truncated, or with trailing bytes: the length word disagrees.
     expect_corrupt(&mut rw, p0, &f0[..f0.len() - 1]);
     let mut longer = f0.clone();
@@ -608,7 +647,11 @@ fn replica_writer_rejects_bad_frames() {
     // An uncommitted claim word.
     let mut claimed = f0.clone();
     let word = CommitWord(u64::from_le_bytes(f0[..8].try_into().unwrap()));
-    claimed[..8].copy_from_slice(&CommitWord::new(word.len(), State::Claimed, word.tag()).0.to_le_bytes());
+    claimed[..8].copy_from_slice(
+        &CommitWord::new(word.len(), State::Claimed, word.tag())
+            .0
+            .to_le_bytes(),
+    );
     expect_corrupt(&mut rw, p0, &claimed);
     // Out of order.
     assert!(matches!(

@@ -202,7 +202,11 @@ fn kill(mut v: Victim) -> (u32, u64, u64) {
     }
     v.child.kill().unwrap(); // SIGKILL
     let status = v.child.wait().unwrap();
-    assert!(!status.success(), "writer {} was not killed: {status}", v.id);
+    assert!(
+        !status.success(),
+        "writer {} was not killed: {status}",
+        v.id
+    );
     let s = read_state(&v.state);
     let _ = std::fs::remove_file(&v.state);
     (v.id, s[PHASE], s[NEXT])
@@ -295,7 +299,11 @@ fn single_writer_killed_mid_claim_hundreds_of_times() {
         tally.mid_claim * 2 > tally.kills,
         "most kills must land mid-claim: {tally:?}"
     );
-    assert!(c.seq.seen > 1000, "children must make progress: {}", c.seq.seen);
+    assert!(
+        c.seq.seen > 1000,
+        "children must make progress: {}",
+        c.seq.seen
+    );
     // A new writer recovers the tail: its first frame lands right after the last committed one,
     // and whatever the dead writer left behind was cleared.
     let end = c.reader.position();
@@ -313,7 +321,10 @@ fn single_writer_killed_mid_claim_hundreds_of_times() {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.in_progress, None);
     assert_eq!(report.frames, c.seq.seen);
-    assert!(report.segments > 3, "the run must roll segments: {report:?}");
+    assert!(
+        report.segments > 3,
+        "the run must roll segments: {report:?}"
+    );
     // A fresh reader sees exactly the same messages.
     let mut again = SeqCheck::new(1);
     let mut r = stream.reader(Start::Beginning).unwrap();

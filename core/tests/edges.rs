@@ -47,7 +47,10 @@ fn frames_that_fill_a_segment_exactly_are_followed_into_the_next_segment() {
         let mut r = stream
             .reader(Start::Position(ringway_core::Position(SEGMENT)))
             .unwrap();
-        assert_eq!(r.next().unwrap().unwrap().payload(), &[per_segment as u8; 32]);
+        assert_eq!(
+            r.next().unwrap().unwrap().payload(),
+            &[per_segment as u8; 32]
+        );
         let report = stream.verify().unwrap();
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.frames, total);

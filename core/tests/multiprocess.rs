@@ -221,8 +221,18 @@ fn four_writer_processes_three_reader_processes_one_million_messages() {
         })
         .collect();
     let mut all: Vec<(String, std::process::Child)> = Vec::new();
-    all.extend(writers.into_iter().enumerate().map(|(i, c)| (format!("writer {i}"), c)));
-    all.extend(readers.into_iter().enumerate().map(|(i, c)| (format!("reader {i}"), c)));
+    all.extend(
+        writers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("writer {i}"), c)),
+    );
+    all.extend(
+        readers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("reader {i}"), c)),
+    );
     let results = wait_all(all, CHILD_DEADLINE);
     let tail = stream.tail();
     for lines in &results[..WRITERS as usize] {
@@ -285,7 +295,12 @@ fn single_writer_process_with_reader_processes_across_segment_rolls_and_retentio
         ],
     );
     let mut all = vec![("writer".to_string(), writer)];
-    all.extend(readers.into_iter().enumerate().map(|(i, c)| (format!("reader {i}"), c)));
+    all.extend(
+        readers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("reader {i}"), c)),
+    );
     let results = wait_all(all, CHILD_DEADLINE);
     let last = result_field(&results[0][0], "last");
     let tail = stream.tail();
