@@ -106,7 +106,7 @@ fn run_writer(root: &Path, id: u32, mut seq: u64, state: &Path) {
         if seq % 23 == 5 && !aborted {
             // A dropped or aborted claim must never become visible.
             aborted = true;
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 claim.abort();
             } else {
                 drop(claim);
@@ -311,7 +311,7 @@ fn single_writer_killed_mid_claim_hundreds_of_times() {
     let seq = c.seq.next[0];
     let pos = w.append(&make_payload(0, seq)).unwrap();
     assert!(
-        pos == end || (pos.get() % SEGMENT == 0 && pos.get() > end.get()),
+        pos == end || (pos.get().is_multiple_of(SEGMENT) && pos.get() > end.get()),
         "new writer appends at {pos}, reader ended at {end}"
     );
     drop(w);
@@ -421,7 +421,7 @@ fn multi_writers_killed_mid_claim_have_their_claims_recovered_by_readers() {
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.in_progress, None);
     assert_eq!(report.frames, c.seq.seen);
-    assert!(report.paddings as u64 >= stat.recovered_claims);
+    assert!(report.paddings >= stat.recovered_claims);
     let mut again = SeqCheck::new(2);
     let mut r = stream.reader(Start::Beginning).unwrap();
     while r
