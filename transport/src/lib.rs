@@ -11,6 +11,7 @@ pub mod io;
 pub mod journal;
 pub mod loss;
 pub mod sync;
+pub mod tcp;
 pub mod udp;
 pub mod wire;
 

@@ -213,6 +213,10 @@ impl DatagramIo for LossyIo {
     fn counters(&self) -> IoCounters {
         self.inner.counters()
     }
+
+    fn recv_buffer_size(&self) -> Option<usize> {
+        self.inner.recv_buffer_size()
+    }
 }
 
 #[cfg(test)]

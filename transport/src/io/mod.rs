@@ -56,6 +56,8 @@ pub trait DatagramIo: Send {
     fn backend(&self) -> Backend;
     /// Counters so far.
     fn counters(&self) -> IoCounters;
+    /// The kernel receive buffer size (SO_RCVBUF as reported, i.e. including overhead).
+    fn recv_buffer_size(&self) -> Option<usize>;
 }
 
 /// Options for opening a socket.

@@ -98,4 +98,8 @@ impl DatagramIo for PlainUdp {
     fn counters(&self) -> IoCounters {
         self.counters
     }
+
+    fn recv_buffer_size(&self) -> Option<usize> {
+        socket2::SockRef::from(&self.socket).recv_buffer_size().ok()
+    }
 }

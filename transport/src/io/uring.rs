@@ -340,4 +340,8 @@ impl DatagramIo for UringUdp {
     fn counters(&self) -> IoCounters {
         self.counters
     }
+
+    fn recv_buffer_size(&self) -> Option<usize> {
+        socket2::SockRef::from(&self.socket).recv_buffer_size().ok()
+    }
 }

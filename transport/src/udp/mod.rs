@@ -1,7 +1,7 @@
 //! Reliable replication over UDP: NAK-driven retransmission from the journal, receiver status
 //! messages for flow control, heartbeats, session set-up and time-out.
 
-mod packer;
+pub(crate) mod packer;
 mod receiver;
 mod reorder;
 mod sender;

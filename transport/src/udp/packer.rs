@@ -109,6 +109,16 @@ impl Packer {
         Ok(n)
     }
 
+    /// Appends every packet to a byte stream (TCP); returns how many.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<u8>) -> usize {
+        self.close();
+        let n = self.packets.len();
+        out.extend_from_slice(&self.buf);
+        self.packets.clear();
+        self.buf.clear();
+        n
+    }
+
     /// Drops everything not yet sent.
     pub(crate) fn discard(&mut self) {
         self.open = None;

@@ -53,7 +53,7 @@ impl ReceiverConfig {
             loss: None,
             window: 4 << 20,
             status_interval: Duration::from_millis(10),
-            nak_interval: Duration::from_millis(2),
+            nak_interval: Duration::from_millis(4),
             session_timeout: Duration::from_secs(5),
             idle_wait: Duration::from_millis(1),
         }
@@ -129,8 +129,21 @@ impl std::fmt::Debug for UdpReceiver {
 
 impl UdpReceiver {
     /// Binds the listening socket; replicas are opened through `store`.
-    pub fn new(store: Box<dyn ReplicaStore>, cfg: ReceiverConfig) -> Result<Self> {
+    pub fn new(store: Box<dyn ReplicaStore>, mut cfg: ReceiverConfig) -> Result<Self> {
         let mut io = open_udp(cfg.listen, &cfg.udp)?;
+        // A window larger than the kernel can buffer turns bursts into drops and NAKs. Each
+        // datagram costs about twice its size in buffer accounting, and SO_RCVBUF reports
+        // double the set value: a third of it is a safe share of frame bytes.
+        if let Some(buf) = io.recv_buffer_size() {
+            let cap = (buf / 3).max(64 << 10) as u32;
+            if cap < cfg.window {
+                log::info!(
+                    "receiver window {} capped to {cap} by SO_RCVBUF {buf}",
+                    cfg.window
+                );
+                cfg.window = cap;
+            }
+        }
         if let Some(l) = cfg.loss {
             io = Box::new(LossyIo::new(io, l));
         }
@@ -439,21 +452,21 @@ impl UdpReceiver {
                 let Some(s) = self.sessions.get_mut(&id) else {
                     continue;
                 };
-                // NAK gaps: at once when a new gap opens, then every nak_interval.
+                // NAK gaps: at once when a gap opens beyond what was already NAKed, and again
+                // every nak_interval while any stays open.
                 if s.highest > s.next {
+                    let ranges = s.reorder.gaps(s.next, s.highest, MAX_NAK_RANGES);
+                    let end = ranges.last().map_or(0, |r| r.end);
                     let due = match s.last_nak {
                         None => true,
-                        Some((t, first)) => {
-                            first != s.next || now.duration_since(t) >= self.cfg.nak_interval
+                        Some((t, covered)) => {
+                            end > covered || now.duration_since(t) >= self.cfg.nak_interval
                         }
                     };
-                    if due {
-                        let ranges = s.reorder.gaps(s.next, s.highest, MAX_NAK_RANGES);
-                        if !ranges.is_empty() {
-                            out.push((s.peer, Packet::Nak(Nak { ranges })));
-                            s.last_nak = Some((now, s.next));
-                            self.stats.naks.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if due && !ranges.is_empty() {
+                        out.push((s.peer, Packet::Nak(Nak { ranges })));
+                        s.last_nak = Some((now, end));
+                        self.stats.naks.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
                     s.last_nak = None;

@@ -61,7 +61,7 @@ impl SenderConfig {
             setup_interval: Duration::from_millis(100),
             heartbeat_interval: Duration::from_millis(20),
             session_timeout: Duration::from_secs(5),
-            nak_holdoff: Duration::from_millis(1),
+            nak_holdoff: Duration::from_millis(2),
             idle_wait: Duration::from_micros(200),
             acks: None,
         }
@@ -525,6 +525,43 @@ impl UdpSender {
         Ok(self.sent != before)
     }
 
+    /// The first sub-range of `[start, end)` not covered by a recent retransmission (the rest,
+    /// if any, is queued again).
+    fn uncovered(&mut self, mut start: u64, end: u64) -> Option<(u64, u64)> {
+        loop {
+            if start >= end {
+                return None;
+            }
+            // A recent range containing `start` moves it past that range.
+            if let Some(e) = self
+                .recent
+                .iter()
+                .filter(|(q, _)| q.start <= start && q.end > start)
+                .map(|(q, _)| q.end)
+                .max()
+            {
+                start = e;
+                continue;
+            }
+            // Otherwise stop at the next recent range that begins inside.
+            let stop = self
+                .recent
+                .iter()
+                .filter(|(q, _)| q.start > start && q.start < end)
+                .map(|(q, _)| q.start)
+                .min();
+            return match stop {
+                Some(s) => {
+                    if self.naks.len() < MAX_QUEUED_NAKS {
+                        self.naks.push_front(NakRange { start: s, end });
+                    }
+                    Some((start, s))
+                }
+                None => Some((start, end)),
+            };
+        }
+    }
+
     /// Answers queued NAKs from the journal.
     fn retransmit(&mut self, now: Instant) -> Result<bool> {
         while let Some((_, t)) = self.recent.front() {
@@ -545,13 +582,11 @@ impl UdpSender {
             if start >= end {
                 continue;
             }
-            if self
-                .recent
-                .iter()
-                .any(|(q, _)| q.start <= start && q.end >= end)
-            {
+            // Only the parts not retransmitted within the hold-off: a NAK repeated while the
+            // retransmission is in flight, or one overlapping an earlier NAK, costs nothing.
+            let Some((start, end)) = self.uncovered(start, end) else {
                 continue;
-            }
+            };
             self.recent.push_back((NakRange { start, end }, now));
             let reuse = self.rtx.as_ref().is_some_and(|x| x.position() == start);
             if !reuse {

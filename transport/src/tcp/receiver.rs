@@ -1,0 +1,345 @@
+//! TCP receiver: accepts connections, writes frames in order into replicas, reports STATUS.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::framed::{Framed, ReadState};
+use crate::auth::AuthKey;
+use crate::error::{Error, Result};
+use crate::frame::{check_header, for_each_frame};
+use crate::journal::{Geometry, Replica, ReplicaStore};
+use crate::udp::{random_u64, ReceiverStats};
+use crate::wire::{decode, encode, ErrorCode, ErrorPacket, Packet, SetupAck, Status, WireError};
+
+/// TCP receiver settings.
+#[derive(Debug, Clone)]
+pub struct TcpReceiverConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Shared key for packet MACs.
+    pub auth: Option<AuthKey>,
+    /// Bytes past its position the sender may send.
+    pub window: u32,
+    /// STATUS is sent at least this often, and whenever the position moved a quarter window.
+    pub status_interval: Duration,
+    /// A connection silent for this long is closed.
+    pub session_timeout: Duration,
+    /// Longest wait per loop iteration.
+    pub idle_wait: Duration,
+}
+
+impl TcpReceiverConfig {
+    /// Defaults for `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        TcpReceiverConfig {
+            listen,
+            auth: None,
+            window: 8 << 20,
+            status_interval: Duration::from_millis(10),
+            session_timeout: Duration::from_secs(5),
+            idle_wait: Duration::from_millis(1),
+        }
+    }
+}
+
+struct Active {
+    session: u32,
+    name: String,
+    replica: Box<dyn Replica>,
+    segment_size: u64,
+    next: u64,
+    frag: Option<(u64, Vec<u8>)>,
+    last_status: Option<Instant>,
+    status_pos: u64,
+}
+
+struct Conn {
+    framed: Framed,
+    peer: SocketAddr,
+    active: Option<Active>,
+    last_rx: Instant,
+    closed: bool,
+}
+
+/// Receives replicated streams over TCP.
+pub struct TcpReceiver {
+    cfg: TcpReceiverConfig,
+    listener: TcpListener,
+    store: Box<dyn ReplicaStore>,
+    conns: Vec<Conn>,
+    stats: Arc<ReceiverStats>,
+    id: u64,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for TcpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpReceiver")
+            .field("listener", &self.listener)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpReceiver {
+    /// Binds the listener.
+    pub fn new(store: Box<dyn ReplicaStore>, cfg: TcpReceiverConfig) -> Result<Self> {
+        let listener = TcpListener::bind(cfg.listen)?;
+        listener.set_nonblocking(true)?;
+        Ok(TcpReceiver {
+            cfg,
+            listener,
+            store,
+            conns: Vec::new(),
+            stats: Arc::new(ReceiverStats::default()),
+            id: random_u64(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<ReceiverStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is set.
+    pub fn run(&mut self, shutdown: &AtomicBool) -> Result<()> {
+        // Relaxed: a stop flag, ordering nothing.
+        while !shutdown.load(Ordering::Relaxed) {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// One iteration: accept, read, write replicas, send STATUS, wait.
+    pub fn step(&mut self) -> Result<()> {
+        loop {
+            match self.listener.accept() {
+                Ok((s, peer)) => {
+                    self.conns.push(Conn {
+                        framed: Framed::new(s)?,
+                        peer,
+                        active: None,
+                        last_rx: Instant::now(),
+                        closed: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            if let Err(e) = self.service(i, now) {
+                log::info!("connection from {} closed: {e}", self.conns[i].peer);
+                self.conns[i].closed = true;
+            }
+        }
+        self.conns.retain(|c| !c.closed);
+        self.wait();
+        Ok(())
+    }
+
+    fn wait(&self) {
+        let mut fds = Vec::with_capacity(self.conns.len() + 1);
+        fds.push(libc::pollfd {
+            fd: self.listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for c in &self.conns {
+            fds.push(libc::pollfd {
+                fd: c.framed.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let ms = self.cfg.idle_wait.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures during the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+
+    fn service(&mut self, i: usize, now: Instant) -> Result<()> {
+        if let ReadState::Closed = self.conns[i].framed.fill()? {
+            return Err(Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        loop {
+            let pkt = match self.conns[i].framed.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    // The byte stream lost its framing: nothing after this can be trusted.
+                    self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            };
+            self.scratch.clear();
+            self.scratch.extend_from_slice(pkt);
+            let scratch = std::mem::take(&mut self.scratch);
+            let r = self.packet(i, &scratch, now);
+            self.scratch = scratch;
+            r?;
+        }
+        let c = &mut self.conns[i];
+        if now.duration_since(c.last_rx) >= self.cfg.session_timeout {
+            return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
+        }
+        if let Some(a) = c.active.as_mut() {
+            let moved = a.next - a.status_pos >= self.cfg.window as u64 / 4;
+            if moved
+                || a.last_status
+                    .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
+            {
+                let st = Packet::Status(Status {
+                    receiver_id: self.id,
+                    position: a.next,
+                    highest: a.next,
+                    window: self.cfg.window,
+                });
+                encode(&st, a.session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
+                a.last_status = Some(now);
+                a.status_pos = a.next;
+                self.stats.position.store(a.next, Ordering::Relaxed);
+                self.stats.highest.store(a.next, Ordering::Relaxed);
+            }
+        }
+        c.framed.flush()?;
+        Ok(())
+    }
+
+    fn packet(&mut self, i: usize, bytes: &[u8], now: Instant) -> Result<()> {
+        let (session, p) = match decode(bytes, self.cfg.auth.as_ref()) {
+            Ok(x) => x,
+            Err(e @ (WireError::BadMac | WireError::MissingMac | WireError::UnexpectedMac)) => {
+                self.stats.bad_mac.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        self.conns[i].last_rx = now;
+        match p {
+            Packet::Setup(s) => {
+                let g = Geometry {
+                    name: s.name.to_string(),
+                    segment_size: s.segment_size,
+                    max_message_size: s.max_message_size,
+                    crc: s.stream_flags & 1 != 0,
+                };
+                // Another connection for this stream is a sender that reconnected before its
+                // old connection timed out: close the old one and release its replica.
+                self.conns[i].active = None;
+                for (j, c) in self.conns.iter_mut().enumerate() {
+                    if j != i && c.active.as_ref().is_some_and(|a| a.name == g.name) {
+                        c.active = None;
+                        c.closed = true;
+                    }
+                }
+                let replica = match self.store.open(&g) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let code = match e {
+                            Error::Geometry(_) => ErrorCode::GeometryMismatch,
+                            _ => ErrorCode::ReplicaUnavailable,
+                        };
+                        let ep = Packet::Error(ErrorPacket { code, a: 0, b: 0 });
+                        let c = &mut self.conns[i];
+                        encode(&ep, session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
+                        c.framed.flush()?;
+                        return Err(e);
+                    }
+                };
+                let next = replica.next_position();
+                self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                let c = &mut self.conns[i];
+                let ack = Packet::SetupAck(SetupAck {
+                    nonce: s.nonce,
+                    receiver_id: self.id,
+                    resume: next,
+                    window: self.cfg.window,
+                });
+                encode(&ack, session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
+                c.active = Some(Active {
+                    session,
+                    name: g.name,
+                    replica,
+                    segment_size: s.segment_size as u64,
+                    next,
+                    frag: None,
+                    last_status: None,
+                    status_pos: next,
+                });
+            }
+            Packet::Data(d) => {
+                let stats = &self.stats;
+                let Some(a) = self.conns[i]
+                    .active
+                    .as_mut()
+                    .filter(|a| a.session == session)
+                else {
+                    stats.unknown_session.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Io(std::io::ErrorKind::InvalidData.into()));
+                };
+                if d.fragment {
+                    let (pos, buf) = a.frag.get_or_insert_with(|| (d.position, Vec::new()));
+                    if *pos != d.position || d.frag_offset as usize != buf.len() {
+                        return Err(Error::Io(std::io::ErrorKind::InvalidData.into()));
+                    }
+                    buf.extend_from_slice(d.bytes);
+                    if buf.len() == d.frame_len as usize {
+                        let (pos, buf) = a.frag.take().unwrap_or_default();
+                        check_header(pos, &buf, a.segment_size)?;
+                        write(a, stats, pos, &buf)?;
+                    }
+                } else {
+                    let mut res = Ok(());
+                    for_each_frame(d.position, d.bytes, a.segment_size, |pos, raw| {
+                        if res.is_ok() {
+                            res = write(a, stats, pos, raw);
+                        }
+                    })?;
+                    res?;
+                }
+            }
+            Packet::Heartbeat(_) => {}
+            Packet::Close(_) => {
+                return Err(Error::Io(std::io::ErrorKind::ConnectionAborted.into()));
+            }
+            _ => {
+                self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write(a: &mut Active, stats: &ReceiverStats, pos: u64, raw: &[u8]) -> Result<()> {
+    if pos < a.next {
+        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    if pos > a.next {
+        // TCP is ordered: a gap means the sender is broken. Reconnecting resumes correctly.
+        return Err(Error::Io(std::io::ErrorKind::InvalidData.into()));
+    }
+    a.replica.write_frame(pos, raw)?;
+    let next = a.replica.next_position();
+    stats.frames.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(next - pos, Ordering::Relaxed);
+    a.next = next;
+    Ok(())
+}
