@@ -5,6 +5,8 @@
 //! - [`io`]: datagram I/O over io_uring with a plain-socket fallback; [`loss`] injects faults.
 
 pub mod auth;
+pub mod cli;
+pub mod endpoint;
 pub mod error;
 pub mod frame;
 pub mod io;
