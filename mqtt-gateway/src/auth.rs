@@ -63,6 +63,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An identity allowed everything (used by bridges, whose traffic is configured by the
+    /// operator rather than authenticated).
+    pub fn unrestricted() -> Self {
+        Identity {
+            username: None,
+            publish: vec!["#".into()],
+            subscribe: vec!["#".into()],
+        }
+    }
+
     /// May this client publish to topic name `topic`?
     pub fn may_publish(&self, topic_name: &str) -> bool {
         self.publish.iter().any(|f| topic::matches(topic_name, f))

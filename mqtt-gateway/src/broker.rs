@@ -183,6 +183,9 @@ pub struct Broker {
     /// Counters.
     pub metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions with at least one subscription: the fan-out's copy-on-write snapshot, rebuilt
+    /// (under `sessions`) whenever subscriptions or sessions change.
+    subscribers: RwLock<Arc<Vec<Arc<Session>>>>,
     retained: RwLock<HashMap<String, RetainedEntry>>,
     dedup: Mutex<HashMap<String, HashMap<u16, u64>>>,
     wakers: RwLock<HashMap<String, std::thread::Thread>>,
@@ -218,6 +221,7 @@ impl Broker {
             auth,
             metrics,
             sessions: Mutex::default(),
+            subscribers: RwLock::default(),
             retained: RwLock::default(),
             dedup: Mutex::default(),
             wakers: RwLock::default(),
@@ -305,7 +309,31 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .generation = 1;
         sessions.insert(client_id.to_owned(), session.clone());
+        self.rebuild_subscribers(&sessions);
         (session, false)
+    }
+
+    fn rebuild_subscribers(&self, sessions: &HashMap<String, Arc<Session>>) {
+        let v: Vec<Arc<Session>> = sessions
+            .values()
+            .filter(|s| !s.subs.read().unwrap_or_else(|p| p.into_inner()).is_empty())
+            .cloned()
+            .collect();
+        *self.subscribers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+    }
+
+    fn refresh_subscribers(&self) {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_subscribers(&sessions);
+    }
+
+    /// True when at least one session subscribes to something.
+    pub fn has_subscribers(&self) -> bool {
+        !self
+            .subscribers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Removes `session` from the registry if it is still the registered one for its client id.
@@ -402,6 +430,9 @@ impl Broker {
             }
         }
         drop(subs);
+        if is_new {
+            self.refresh_subscribers();
+        }
         (is_new, retained)
     }
 
@@ -413,6 +444,10 @@ impl Broker {
         let removed = subs.len() != before;
         if removed {
             self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(subs);
+        if removed {
+            self.refresh_subscribers();
         }
         removed
     }
@@ -518,12 +553,15 @@ impl Broker {
                 }
                 self.wake(stream);
                 if let Some(h) = hash {
-                    self.dedup
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(client_id.to_owned())
-                        .or_default()
-                        .insert(p.pkid, h);
+                    let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                    match dedup.get_mut(client_id) {
+                        Some(m) => {
+                            m.insert(p.pkid, h);
+                        }
+                        None => {
+                            dedup.insert(client_id.to_owned(), HashMap::from([(p.pkid, h)]));
+                        }
+                    }
                 }
                 if p.retain {
                     let d = Arc::new(Delivery {
@@ -612,14 +650,12 @@ impl Broker {
         if d.retain {
             self.set_retained(&d);
         }
-        let sessions: Vec<Arc<Session>> = self
-            .sessions
-            .lock()
+        let sessions = self
+            .subscribers
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for s in sessions {
+            .clone();
+        for s in sessions.iter() {
             let mut best: Option<(u8, bool)> = None;
             for sub in s.subs.read().unwrap_or_else(|p| p.into_inner()).iter() {
                 if sub.no_local && d.origin == s.client_id {

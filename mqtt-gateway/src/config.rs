@@ -46,6 +46,59 @@ pub struct Config {
     /// wins. Empty means the single route `#` → stream `mqtt`.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Connections to external brokers (see [`crate::bridge`]).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// One bridge to an external broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Name (unique); the bridge's session is `$bridge/<name>`.
+    pub name: String,
+    /// Remote broker `host:port` (IPv6 as `[addr]:port`).
+    pub address: String,
+    /// Client id at the remote broker. Default `ringway-bridge-<name>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Username at the remote broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the remote password (never in the file).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Clean session at the remote broker. Default false (persistent session).
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Keep-alive towards the remote broker, seconds (minimum 5). Default 30.
+    #[serde(default = "default_bridge_keep_alive")]
+    pub keep_alive_secs: u16,
+    /// Remote topic filters to subscribe to; received messages are stored via the routes.
+    #[serde(default)]
+    pub subscribe: Vec<BridgeFilter>,
+    /// Local topic filters whose messages (from any writer) are published to the remote broker.
+    #[serde(default)]
+    pub publish: Vec<BridgeFilter>,
+}
+
+fn default_bridge_keep_alive() -> u16 {
+    30
+}
+
+fn default_bridge_qos() -> u8 {
+    1
+}
+
+/// A topic filter with a QoS, for bridges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeFilter {
+    /// Topic filter.
+    pub filter: String,
+    /// QoS (0-2). Default 1.
+    #[serde(default = "default_bridge_qos")]
+    pub qos: u8,
 }
 
 /// MQTT listener settings and per-connection limits.
@@ -291,6 +344,33 @@ impl Config {
         if !valid_stream_name(&self.storage.dead_letter_stream) {
             return bad("storage.dead_letter_stream is not a valid stream name".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for b in &self.bridges {
+            if b.name.is_empty() || b.name.contains(['/', '+', '#']) || !names.insert(&b.name) {
+                return bad(format!(
+                    "bridge name {:?} is empty, repeated or has / + #",
+                    b.name
+                ));
+            }
+            let port_ok = b
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return bad(format!(
+                    "bridge {}: address {:?} is not host:port",
+                    b.name, b.address
+                ));
+            }
+            for f in b.subscribe.iter().chain(&b.publish) {
+                if !topic::valid_filter(&f.filter) || f.qos > 2 {
+                    return bad(format!(
+                        "bridge {}: bad filter {:?} / qos {}",
+                        b.name, f.filter, f.qos
+                    ));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for u in &self.auth.users {
             if !seen.insert(&u.username) {
@@ -370,6 +450,14 @@ mod tests {
         let e = Config::from_toml("[[auth.users]]\nusername = \"a\"\npassword_hash = \"secret\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("PHC"), "{e}");
+        let e = Config::from_toml("[[bridge]]\nname = \"b\"\naddress = \"nohost\"\n").unwrap_err();
+        assert!(e.to_string().contains("host:port"), "{e}");
+        let c = Config::from_toml(
+            "[[bridge]]\nname = \"b\"\naddress = \"10.0.0.1:1883\"\n[[bridge.subscribe]]\nfilter = \"site/#\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridges[0].subscribe[0].qos, 1);
+        assert!(!c.bridges[0].clean_session);
         let e = Config::from_file(Path::new("/nonexistent/ringway.toml")).unwrap_err();
         assert!(matches!(e, ConfigError::Io { .. }));
     }

@@ -153,6 +153,10 @@ async fn handshake(
         refuse(wr, version, ConnAckCode::BadAuthMethod, broker).await;
         return None;
     }
+    if c.client_id.starts_with(crate::bridge::SESSION_PREFIX) {
+        refuse(wr, version, ConnAckCode::BadClientId, broker).await;
+        return None;
+    }
     let mut assigned = None;
     let client_id = if c.client_id.is_empty() {
         if version == Version::V311 && !c.clean_start {

@@ -129,7 +129,12 @@ fn tail(
     let mut batch: Vec<Arc<Delivery>> = Vec::with_capacity(256);
     // Relaxed: see `Fanout::stop`.
     while !stop.load(Ordering::Relaxed) {
+        let subscribers = broker.has_subscribers();
         let polled = reader.poll(256, &mut |r| {
+            // Without subscribers only retained frames matter (they update the retained set).
+            if !subscribers && !crate::meta::is_retained(r.meta) {
+                return;
+            }
             if let Some(d) = broker.delivery_of(&name, &r) {
                 batch.push(d);
             }

@@ -80,6 +80,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod config;

@@ -276,6 +276,11 @@ pub fn topic_of(meta: &[u8]) -> Option<&str> {
         .and_then(|b| std::str::from_utf8(b).ok())
 }
 
+/// True when `meta` is MQTT metadata with the retain flag set (cheap: reads one byte).
+pub fn is_retained(meta: &[u8]) -> bool {
+    meta.len() >= 4 && meta[..2] == MAGIC && meta[2] == VERSION && meta[3] & FLAG_RETAIN != 0
+}
+
 fn put_bin(out: &mut Vec<u8>, v: &[u8], what: &'static str) -> Result<(), MetaError> {
     let len = u16::try_from(v.len()).map_err(|_| MetaError::FieldTooLong(what))?;
     out.extend_from_slice(&len.to_le_bytes());
@@ -350,6 +355,9 @@ mod tests {
         let bytes = m.encode().unwrap();
         assert_eq!(MqttMeta::decode(&bytes).unwrap(), m);
         assert_eq!(topic_of(&bytes), Some("sensors/dev-7/temperature"));
+        assert!(is_retained(&bytes));
+        assert!(!is_retained(&MqttMeta::for_topic("t").encode().unwrap()));
+        assert!(!is_retained(b"MQ"));
     }
 
     #[test]

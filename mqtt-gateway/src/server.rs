@@ -168,6 +168,13 @@ impl Gateway {
                 }
             }));
         }
+        for b in broker.config.bridges.clone() {
+            tasks.push(tokio::spawn(crate::bridge::run(
+                broker.clone(),
+                b,
+                shutdown_tx.subscribe(),
+            )));
+        }
         let mut metrics_addr = None;
         if let Some(l) = metrics_listener {
             metrics_addr = l.local_addr().ok();
@@ -228,11 +235,11 @@ impl Gateway {
     /// the journal.
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
         let _ = self.shutdown_tx.send(true);
+        // Let connections write their DISCONNECT and wills, and bridges disconnect.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        // Let connections write their DISCONNECT and wills.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         if let Some(mut f) = self.fanout.take() {
             tokio::task::spawn_blocking(move || f.stop()).await.ok();
         }

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use ringway_mqtt_gateway::config::{Acl, UserConfig};
+use ringway_mqtt_gateway::config::{Acl, BridgeConfig, BridgeFilter, UserConfig};
 use ringway_mqtt_gateway::Gateway;
 use tokio::process::Command;
 
@@ -301,5 +301,138 @@ async fn paho_clients_v311_and_v5() {
             assert!(text.contains(&format!("ok {scenario} {proto}")), "{text}");
         }
     }
+    g.shutdown().await.unwrap();
+}
+
+fn mosquitto_broker() -> Option<&'static str> {
+    ["mosquitto", "/usr/sbin/mosquitto"]
+        .into_iter()
+        .find(|p| available("sh", &["-c", &format!("command -v {p}")]))
+}
+
+async fn start_broker(program: &str, port: u16) -> tokio::process::Child {
+    let child = Command::new(program)
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto starts");
+    let fut = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("mosquitto listening");
+    child
+}
+
+/// Publishes to the remote broker every 200 ms until `local` receives the message.
+async fn publish_until_received(port: u16, topic: &str, payload: &str, local: &mut Client4) {
+    let fut = async {
+        loop {
+            let (ok, text) = run(mosq("mosquitto_pub", port, "mqttv311")
+                .args(["-t", topic, "-m", payload, "-q", "1"]))
+            .await;
+            if ok {
+                if let Ok(p) =
+                    tokio::time::timeout(Duration::from_millis(200), local.next_publish()).await
+                {
+                    if p.topic == topic && &p.payload[..] == payload.as_bytes() {
+                        return;
+                    }
+                }
+            } else {
+                eprintln!("remote publish failed (retrying): {text}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("bridged message arrives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_to_a_real_mosquitto_broker_with_reconnect() {
+    if !clients_present(false) {
+        return;
+    }
+    let Some(broker) = mosquitto_broker() else {
+        let msg = "mosquitto broker missing: run mqtt-gateway/tests/interop/install.sh";
+        if std::env::var("RINGWAY_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote = start_broker(broker, port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.bridges = vec![BridgeConfig {
+        name: "site".into(),
+        address: format!("127.0.0.1:{port}"),
+        client_id: None,
+        username: None,
+        password_env: None,
+        clean_session: false,
+        keep_alive_secs: 5,
+        subscribe: vec![BridgeFilter {
+            filter: "site/#".into(),
+            qos: 1,
+        }],
+        publish: vec![BridgeFilter {
+            filter: "cloud/#".into(),
+            qos: 1,
+        }],
+    }];
+    let (g, addr) = start(cfg).await;
+    let mut local = client4(addr, "local", true).await;
+    local.subscribe("site/#", rumqttc::QoS::AtLeastOnce).await;
+
+    // Remote -> stream -> local subscriber.
+    publish_until_received(port, "site/a", "from-remote", &mut local).await;
+    let stored = frames(dir.path(), "mqtt");
+    let m = stored
+        .iter()
+        .find(|(_, p)| p == b"from-remote")
+        .and_then(|(m, _)| m.clone())
+        .expect("bridged frame in the stream");
+    assert_eq!(m.client_id, "$bridge/site");
+    assert_eq!(m.topic, "site/a");
+
+    // Local publisher -> stream -> remote subscriber (not echoed back: no-local).
+    let remote_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut remote_sub = client4(remote_addr, "remote-sub", true).await;
+    remote_sub
+        .subscribe("cloud/#", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let publ = client4(addr, "local-pub", true).await;
+    publ.client
+        .publish("cloud/up", rumqttc::QoS::AtLeastOnce, false, "to-remote")
+        .await
+        .unwrap();
+    let p = remote_sub.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("cloud/up", &b"to-remote"[..])
+    );
+
+    // The remote broker restarts (losing its state): the bridge reconnects and resubscribes.
+    drop(remote_sub);
+    drop(remote);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _remote = start_broker(broker, port).await;
+    publish_until_received(port, "site/b", "after-restart", &mut local).await;
     g.shutdown().await.unwrap();
 }
