@@ -11,7 +11,11 @@ use common::*;
 use ringway_transport::cli::{receive, replicate, ReceiveArgs, ReplicateArgs};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn round_trip(scheme: &str) {
@@ -58,7 +62,11 @@ fn round_trip(scheme: &str) {
     let rx_out = rx.join().unwrap().unwrap();
     assert!(tx_out.contains("position "), "{tx_out}");
     assert!(rx_out.contains("position "), "{rx_out}");
-    assert_identical(&proot.path().join("ticks"), &rroot.path().join("ticks-replica"), end);
+    assert_identical(
+        &proot.path().join("ticks"),
+        &rroot.path().join("ticks-replica"),
+        end,
+    );
     check_replica_messages(rroot.path(), "ticks-replica", 10_000);
     // A replica refuses local writers.
     let r = ringway_core::Stream::open(rroot.path(), "ticks-replica").unwrap();
