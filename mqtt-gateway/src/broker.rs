@@ -26,6 +26,8 @@ pub struct Delivery {
     pub stream: Arc<str>,
     /// Its position there.
     pub position: u64,
+    /// Position just after it.
+    pub next_position: u64,
     /// Topic it is delivered under.
     pub topic: String,
     /// QoS it was published with.
@@ -116,6 +118,11 @@ pub struct Session {
     /// yet: (stream, position). The live copy is skipped so the client gets the message once,
     /// flagged retained.
     skip_live: Mutex<HashSet<(Arc<str>, u64)>>,
+    /// Streams on which this session's queue overflowed, with the position to resume reading
+    /// from. While a stream is here the fan-out sends nothing of it to this session; the
+    /// connection reads it from the journal instead ([`Broker::catch_up`]) until it reaches
+    /// the tailer, then hands back to live delivery.
+    lag: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 impl Session {
@@ -134,7 +141,36 @@ impl Session {
             tx,
             subs: RwLock::new(Vec::new()),
             skip_live: Mutex::new(HashSet::new()),
+            lag: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// True when the session reads some stream from the journal (its queue overflowed).
+    pub fn is_lagging(&self) -> bool {
+        !self
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Best matching subscription for `d`: (granted QoS, retain flag to send).
+    fn best_match(&self, d: &Delivery) -> Option<(u8, bool)> {
+        let mut best: Option<(u8, bool)> = None;
+        for sub in self.subs.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            if sub.no_local && d.origin == self.client_id {
+                continue;
+            }
+            if topic::matches(&d.topic, &sub.filter) {
+                let q = sub.qos.min(d.qos);
+                let rap = sub.retain_as_published && d.retain;
+                best = Some(match best {
+                    Some((bq, br)) => (bq.max(q), br || rap),
+                    None => (q, rap),
+                });
+            }
+        }
+        best
     }
 
     /// Current subscriptions.
@@ -191,6 +227,10 @@ pub struct Broker {
     wakers: RwLock<HashMap<String, std::thread::Thread>>,
     /// Per stream: every frame below this position has been dispatched by its tailer.
     dispatched: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    /// Per stream: held by the tailer while it dispatches a frame and advances `dispatched`,
+    /// and by a catching-up session while it decides to hand back to live delivery, so the two
+    /// never interleave (no frame lost or sent twice at the hand-over).
+    dispatch_locks: RwLock<HashMap<String, Arc<Mutex<()>>>>,
     next_client_number: AtomicU64,
     /// (start of the current one-second window, CONNECTs admitted in it).
     connect_window: Mutex<(std::time::Instant, u32)>,
@@ -226,6 +266,7 @@ impl Broker {
             dedup: Mutex::default(),
             wakers: RwLock::default(),
             dispatched: RwLock::default(),
+            dispatch_locks: RwLock::default(),
             next_client_number: AtomicU64::new(1),
             connect_window: Mutex::new((std::time::Instant::now(), 0)),
         }
@@ -389,6 +430,100 @@ impl Broker {
         // Relaxed: readers compare under the session's `subs` lock, which `dispatch` also takes
         // before this store is made, so the lock orders the two.
         cell.store(position, Ordering::Relaxed);
+    }
+
+    /// The lock that orders dispatching of `stream` with catch-up hand-overs.
+    pub fn dispatch_lock(&self, stream: &str) -> Arc<Mutex<()>> {
+        if let Some(l) = self
+            .dispatch_locks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+        {
+            return l.clone();
+        }
+        self.dispatch_locks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stream.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// One catch-up step for a session whose queue overflowed: reads up to `limit` frames of one
+    /// lagging stream from the journal (`readers` caches one reader per stream for the calling
+    /// connection) and returns the messages for this session. When the reader has reached what
+    /// the tailer dispatched, the stream goes back to live delivery.
+    pub fn catch_up(
+        &self,
+        session: &Session,
+        readers: &mut HashMap<Arc<str>, Box<dyn crate::journal::JournalReader>>,
+        limit: usize,
+    ) -> Vec<Outgoing> {
+        let Some((stream, from)) = session
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .next()
+            .map(|(k, v)| (k.clone(), *v))
+        else {
+            return Vec::new();
+        };
+        let lock = self.dispatch_lock(&stream);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = readers.get(&stream).is_none_or(|r| r.position() != from);
+        if stale {
+            match self
+                .journal
+                .reader(&stream, crate::journal::ReadFrom::Position(from))
+            {
+                Ok(r) => {
+                    readers.insert(stream.clone(), r);
+                }
+                Err(e) => {
+                    log::error!("catch-up reader on {stream}: {e}");
+                    return Vec::new();
+                }
+            }
+        }
+        let Some(reader) = readers.get_mut(&stream) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        let polled = reader.poll(limit, &mut |r| {
+            if let Some(d) = self.delivery_of(&stream, &r) {
+                records.push(d);
+            }
+        });
+        if let Err(crate::journal::JournalError::Lapped { requested, oldest }) = polled {
+            log::warn!(
+                "session {}: lapped on {stream} at {requested}",
+                session.client_id
+            );
+            self.metrics.dropped(Drop::Lapped);
+            let _ = reader.skip_to_oldest();
+            let _ = oldest;
+        }
+        for d in records {
+            if let Some((qos, retain)) = session.best_match(&d) {
+                out.push(Outgoing {
+                    msg: d,
+                    qos,
+                    retain,
+                });
+            }
+        }
+        let position = reader.position();
+        let mut lag = session.lag.lock().unwrap_or_else(|p| p.into_inner());
+        if position == self.dispatched(&stream) {
+            lag.remove(&stream);
+            readers.remove(&stream);
+        } else {
+            lag.insert(stream, position);
+        }
+        out
     }
 
     fn dispatched(&self, stream: &str) -> u64 {
@@ -567,6 +702,7 @@ impl Broker {
                     let d = Arc::new(Delivery {
                         stream: Arc::from(stream),
                         position: pos,
+                        next_position: pos + 1,
                         topic: p.topic.clone(),
                         qos: p.qos,
                         retain: true,
@@ -616,6 +752,7 @@ impl Broker {
         Some(Arc::new(Delivery {
             stream: stream.clone(),
             position: r.position,
+            next_position: r.next_position,
             topic,
             qos,
             retain,
@@ -656,21 +793,9 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for s in sessions.iter() {
-            let mut best: Option<(u8, bool)> = None;
-            for sub in s.subs.read().unwrap_or_else(|p| p.into_inner()).iter() {
-                if sub.no_local && d.origin == s.client_id {
-                    continue;
-                }
-                if topic::matches(&d.topic, &sub.filter) {
-                    let q = sub.qos.min(d.qos);
-                    let rap = sub.retain_as_published && d.retain;
-                    best = Some(match best {
-                        Some((bq, br)) => (bq.max(q), br || rap),
-                        None => (q, rap),
-                    });
-                }
-            }
-            let Some((qos, retain)) = best else { continue };
+            let Some((qos, retain)) = s.best_match(&d) else {
+                continue;
+            };
             {
                 let mut skip = s.skip_live.lock().unwrap_or_else(|p| p.into_inner());
                 if !skip.is_empty() && skip.remove(&(d.stream.clone(), d.position)) {
@@ -681,13 +806,22 @@ impl Broker {
             if qos == 0 && !s.online.load(Ordering::Relaxed) {
                 continue;
             }
+            let mut lag = s.lag.lock().unwrap_or_else(|p| p.into_inner());
+            if lag.contains_key(&d.stream) {
+                continue; // the session reads this stream from the journal
+            }
             let out = Outgoing {
                 msg: d.clone(),
                 qos,
                 retain,
             };
-            if s.tx.try_send(out).is_err() {
-                self.metrics.dropped(Drop::QueueFull);
+            match s.tx.try_send(out) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    lag.insert(d.stream.clone(), d.position);
+                    Metrics::inc(&self.metrics.lagging);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }

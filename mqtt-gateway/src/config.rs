@@ -116,9 +116,10 @@ pub struct MqttConfig {
     /// Most unacknowledged outbound QoS 1/2 messages per connection (MQTT 5 clients may lower it
     /// with Receive Maximum). Also the Receive Maximum announced to MQTT 5 clients. Default 32.
     pub max_inflight: u16,
-    /// Bound of each connection's outbound queue (messages). When it is full, new messages for
-    /// that subscriber are dropped and counted (`ringway_mqtt_dropped_total{reason="queue_full"}`):
-    /// a slow subscriber never stalls publishers or other subscribers. Default 1000.
+    /// Bound of each session's outbound queue (messages). When it is full, the session reads the
+    /// overflowing stream from the journal at its own pace until it has caught up: a slow
+    /// subscriber never stalls publishers or other subscribers, and memory stays bounded.
+    /// Default 1000.
     pub max_queued_messages: usize,
     /// Seconds a new connection may take to send CONNECT. Default 10.
     pub connect_timeout_secs: u64,

@@ -2,7 +2,7 @@
 //! (acknowledging only after the append), and writes queued messages to the client within its
 //! inflight window. Every protocol error ends only this connection.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use crate::codec::{
     self, CodecError, ConnAckCode, ConnAckInfo, Connect, Inbound, Outbound, Publish,
     SubscribeFilter, Version, Will,
 };
+use crate::journal::JournalReader;
 use crate::meta::MessageProperties;
 use crate::metrics::{Drop, Metrics};
 use crate::topic;
@@ -250,6 +251,7 @@ async fn handshake(
         outbuf: out,
         pending: VecDeque::new(),
         resumed,
+        readers: HashMap::new(),
     })
 }
 
@@ -270,7 +272,12 @@ struct Conn {
     /// Retained messages owed after SUBSCRIBE (not subject to queue overflow).
     pending: VecDeque<Outgoing>,
     resumed: bool,
+    /// Journal readers of streams this session catches up on.
+    readers: HashMap<Arc<str>, Box<dyn JournalReader>>,
 }
+
+/// Frames read from the journal per catch-up step.
+const CATCH_UP_BATCH: usize = 64;
 
 enum Event {
     Kill,
@@ -330,6 +337,15 @@ impl Conn {
                     self.send_publish(&mut data, o, false);
                 } else if let Ok(o) = data.rx.try_recv() {
                     self.send_publish(&mut data, o, false);
+                } else if self.session.is_lagging() {
+                    // The queue overflowed earlier: read the rest from the journal.
+                    let more =
+                        self.broker
+                            .catch_up(&self.session, &mut self.readers, CATCH_UP_BATCH);
+                    if more.is_empty() {
+                        break;
+                    }
+                    self.pending.extend(more);
                 } else {
                     break;
                 }
@@ -345,12 +361,17 @@ impl Conn {
             }
             let can_send = data.inflight.len() < self.window && self.pending.is_empty();
             let ka_deadline = ka.map(|d| last_rx + d);
+            // While catching up from the journal, look again shortly even if nothing else
+            // happens (the tailer may still be dispatching up to where the reader is).
+            let lag_deadline = (data.inflight.len() < self.window && self.session.is_lagging())
+                .then(|| Instant::now() + Duration::from_millis(2));
             let event = tokio::select! {
                 _ = &mut kill_rx => Event::Kill,
                 _ = shutdown.changed() => Event::Shutdown,
                 r = rd.read_buf(&mut inbuf) => Event::Read(r),
                 o = data.rx.recv(), if can_send => Event::Out(o),
                 _ = sleep_until_opt(ka_deadline) => Event::KeepAlive,
+                _ = sleep_until_opt(lag_deadline) => Event::Out(None),
             };
             match event {
                 Event::Kill => break Exit::TakenOver,

@@ -127,6 +127,7 @@ fn tail(
     drop(ready);
     let idle = Duration::from_micros(broker.config.storage.poll_interval_us.max(50));
     let mut batch: Vec<Arc<Delivery>> = Vec::with_capacity(256);
+    let lock = broker.dispatch_lock(&stream);
     // Relaxed: see `Fanout::stop`.
     while !stop.load(Ordering::Relaxed) {
         let subscribers = broker.has_subscribers();
@@ -143,8 +144,12 @@ fn tail(
             Ok(0) => std::thread::park_timeout(idle),
             Ok(_) => {
                 for d in batch.drain(..) {
+                    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let next = d.next_position;
                     broker.dispatch(d);
+                    broker.set_dispatched(&stream, next);
                 }
+                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
                 broker.set_dispatched(&stream, reader.position());
             }
             Err(JournalError::Lapped { requested, oldest }) => {

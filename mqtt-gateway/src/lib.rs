@@ -57,10 +57,15 @@
 //! - **Denied or unroutable publishes**: MQTT 5 gets 0x87 / 0x90; 3.1.1 gets a normal PUBACK
 //!   (as mosquitto does) and the message is counted in `ringway_mqtt_dropped_total`.
 //! - **Back-pressure / overflow policy**: each session has a bounded queue
-//!   (`mqtt.max_queued_messages`). The stream tailer never waits: when a subscriber's queue is
-//!   full the message is dropped *for that subscriber only* and counted
-//!   (`ringway_mqtt_dropped_total{reason="queue_full"}`); it stays in the journal. Publishers
-//!   and other subscribers are unaffected.
+//!   (`mqtt.max_queued_messages`) filled by the stream tailers, which never wait. When a
+//!   subscriber's queue is full, the tailers stop queueing that stream for it and the session
+//!   switches to reading the stream from the journal itself, from the first message that did not
+//!   fit, at the pace its client acknowledges; when it has caught up with the tailer it goes back
+//!   to live delivery (the hand-over is ordered by a per-stream lock, so nothing is lost or sent
+//!   twice). Publishers and other subscribers are never slowed, memory stays bounded, and a slow
+//!   subscriber loses messages only if retention removes them before it reads them (counted as
+//!   `ringway_mqtt_dropped_total{reason="lapped"}`; switches are counted in
+//!   `ringway_mqtt_subscriber_catch_ups_total`).
 //! - **Retained messages** are kept in memory and rebuilt from the streams at start-up (an empty
 //!   retained payload clears the topic). Frames appended by other writers with the retain flag in
 //!   their metadata count too.
@@ -68,9 +73,10 @@
 //!   ends without DISCONNECT, on keep-alive expiry, protocol error, take-over, or MQTT 5
 //!   DISCONNECT 0x04; MQTT 5 will delay is honoured and cancelled by a reconnect.
 //! - **Persistent sessions** (3.1.1 clean-session 0, MQTT 5 session expiry) keep subscriptions,
-//!   unacknowledged outbound messages (resent with DUP on reconnect), pending QoS 2 ids and a
-//!   bounded queue of QoS 1/2 messages while offline, in memory. Missing: replay from a durable
-//!   named cursor after queue overflow or a gateway restart (needs named cursors in ringway-core).
+//!   unacknowledged outbound messages (resent with DUP on reconnect), pending QoS 2 ids and the
+//!   bounded queue of QoS 1/2 messages while offline; beyond the queue, the reconnecting client
+//!   is served from the journal (position kept in memory). Missing: sessions surviving a
+//!   gateway restart (needs durable named cursors in ringway-core).
 //! - Malformed packets close only their connection (MQTT 5: DISCONNECT 0x81/0x82/0x95 first).
 //!
 //! Not supported (announced to MQTT 5 clients in CONNACK): topic aliases (maximum 0), shared

@@ -15,8 +15,11 @@ use tokio::net::TcpListener;
 /// Why a message was not delivered or not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
-    /// A subscriber's bounded queue was full.
+    /// A subscriber's bounded queue was full (only for sessions that cannot read the journal;
+    /// normally a full queue makes the session catch up from the journal instead).
     QueueFull,
+    /// A subscriber catching up from the journal was lapped by retention.
+    Lapped,
     /// No route matches the published topic.
     NoRoute,
     /// The publisher's ACL forbids the topic.
@@ -27,8 +30,9 @@ pub enum Drop {
     NoTopic,
 }
 
-const DROPS: [(Drop, &str); 5] = [
+const DROPS: [(Drop, &str); 6] = [
     (Drop::QueueFull, "queue_full"),
+    (Drop::Lapped, "lapped"),
     (Drop::NoRoute, "no_route"),
     (Drop::AclDenied, "acl_denied"),
     (Drop::ClientPacketSize, "client_max_packet_size"),
@@ -64,7 +68,9 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Will messages published.
     pub wills: AtomicU64,
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; 6],
+    /// Times a session's queue overflowed and it switched to reading the journal.
+    pub lagging: AtomicU64,
     /// Current number of subscriptions (gauge).
     pub subscriptions: AtomicU64,
     /// Current number of retained topics (gauge).

@@ -211,6 +211,7 @@ impl Gateway {
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let dropped = [
             metrics::Drop::QueueFull,
+            metrics::Drop::Lapped,
             metrics::Drop::NoRoute,
             metrics::Drop::AclDenied,
             metrics::Drop::ClientPacketSize,

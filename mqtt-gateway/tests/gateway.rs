@@ -465,13 +465,13 @@ async fn malformed_packets_close_only_their_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_subscriber_never_stalls_publishers_or_other_subscribers() {
+async fn slow_subscriber_never_stalls_publishers_and_catches_up_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.mqtt.max_queued_messages = 50;
     cfg.mqtt.max_inflight = 2;
     let (g, addr) = start(cfg).await;
-    // Subscribes with QoS 1 and then never reads nor acknowledges anything.
+    // Subscribes with QoS 1 and then neither reads nor acknowledges anything for a while.
     let mut slow = Raw::connect(addr).await;
     slow.handshake(&connect4("slow", true, None)).await;
     slow.send(&subscribe4(1, "load/#", 1)).await;
@@ -480,22 +480,46 @@ async fn slow_subscriber_never_stalls_publishers_or_other_subscribers() {
     fast.subscribe("load/#", QoS::AtMostOnce).await;
     let mut publ = Raw::connect(addr).await;
     publ.handshake(&connect4("loader", true, None)).await;
-    let payload = vec![7u8; 512];
     let n = 300u16;
-    for pkid in 1..=n {
-        publ.send(&publish4("load/x", 1, pkid, false, false, &payload))
+    for i in 1..=n {
+        let payload = format!("{i:0>600}");
+        publ.send(&publish4("load/x", 1, i, false, false, payload.as_bytes()))
             .await;
-        assert_eq!(publ.recv().await.unwrap().0, 0x40, "PUBACK {pkid}");
+        assert_eq!(publ.recv().await.unwrap().0, 0x40, "PUBACK {i}");
     }
     for _ in 0..n {
         fast.next_publish().await;
     }
     assert!(
         g.metrics()
-            .drops(ringway_mqtt_gateway::metrics::Drop::QueueFull)
-            > 0
+            .lagging
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the slow subscriber overflowed its queue"
     );
     assert_eq!(frames(dir.path(), "mqtt").len(), usize::from(n));
+    // Now the slow subscriber reads and acknowledges: it gets every message, in order, the
+    // ones beyond its queue read back from the journal.
+    let mut next = 1u16;
+    while next <= n {
+        let (first, body) = slow.recv().await.expect("publish");
+        assert_eq!(first & 0xF0, 0x30, "PUBLISH");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let pkid = [body[2 + topic_len], body[3 + topic_len]];
+        let payload = &body[4 + topic_len..];
+        assert_eq!(
+            payload,
+            format!("{next:0>600}").as_bytes(),
+            "message {next} in order"
+        );
+        slow.send(&[0x40, 2, pkid[0], pkid[1]]).await;
+        next += 1;
+    }
+    assert_eq!(
+        g.metrics()
+            .drops(ringway_mqtt_gateway::metrics::Drop::QueueFull),
+        0
+    );
     g.shutdown().await.unwrap();
 }
 
@@ -678,5 +702,38 @@ async fn rumqttc_event_loop_sees_acks_for_every_qos() {
     c.wait(|e| matches!(e, Event::Incoming(Packet::PubComp(_))))
         .await;
     assert_eq!(frames(dir.path(), "mqtt").len(), 2);
+    g.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_session_beyond_its_queue_is_replayed_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.mqtt.max_queued_messages = 5;
+    let (g, addr) = start(cfg).await;
+    let mut c = client4(addr, "away", false).await;
+    c.subscribe("feed/#", QoS::AtLeastOnce).await;
+    c.client.disconnect().await.unwrap();
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut publ = Raw::connect(addr).await;
+    publ.handshake(&connect4("feeder", true, None)).await;
+    for i in 1..=40u16 {
+        publ.send(&publish4(
+            "feed/x",
+            1,
+            i,
+            false,
+            false,
+            i.to_string().as_bytes(),
+        ))
+        .await;
+        publ.recv().await.unwrap();
+    }
+    let mut c = client4(addr, "away", false).await;
+    for i in 1..=40u16 {
+        let p = c.next_publish().await;
+        assert_eq!(&p.payload[..], i.to_string().as_bytes());
+    }
     g.shutdown().await.unwrap();
 }
