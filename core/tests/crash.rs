@@ -438,3 +438,93 @@ fn multi_writers_killed_mid_claim_have_their_claims_recovered_by_readers() {
     while c.poll() == 0 {}
     assert_eq!(c.seq.next[0], again.next[0] + 1);
 }
+
+/// A writer that died between advancing the claim tail and publishing its "claimed" word leaves a
+/// hole of zeros (a kill rarely lands in that window, so it is made by hand here): readers wait for
+/// the claim timeout, then pad the hole and read on; the live writer's later frames survive.
+#[test]
+fn hole_left_between_claim_and_publish_is_padded_after_the_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let dir = temp_root();
+    let cfg = StreamConfig::default()
+        .segment_size(SEGMENT)
+        .multi_writer(true)
+        .claim_timeout(TIMEOUT);
+    let stream = Stream::create(dir.path(), STREAM, &cfg).unwrap();
+    let mut w = stream.writer().unwrap();
+    for seq in 0..3 {
+        w.append(&make_payload(0, seq)).unwrap();
+    }
+    // The dead writer's claim: 64 bytes of claim tail that nobody will ever publish.
+    let meta = ringway_core::meta::MetaFile::open(&stream.dir().join("meta")).unwrap();
+    let hole = meta.get().claim.claim_tail.fetch_add(64, Ordering::AcqRel);
+    for seq in 3..6 {
+        w.append(&make_payload(0, seq)).unwrap();
+    }
+    let mut check = SeqCheck::new(1);
+    let mut r = stream.reader(Start::Beginning).unwrap();
+    let t0 = Instant::now();
+    while check.seen < 6 {
+        r.poll(16, |f| {
+            check.record(f.position().get(), f.payload());
+        })
+        .unwrap();
+        if check.seen == 3 {
+            assert_eq!(r.position().get(), hole, "the reader waits at the hole");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "hole never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        t0.elapsed() >= TIMEOUT,
+        "the hole is recovered only after the timeout"
+    );
+    assert_eq!(stream.stat().unwrap().recovered_claims, 1);
+    let report = stream.verify().unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.frames, report.paddings), (6, 1));
+}
+
+/// A live writer that stalls past the claim timeout loses its claim to a reader's recovery and is
+/// told so by `commit`; the message is not in the stream.
+#[test]
+fn stalled_live_claim_is_recovered_and_its_commit_fails() {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    let dir = temp_root();
+    let cfg = StreamConfig::default()
+        .segment_size(SEGMENT)
+        .multi_writer(true)
+        .claim_timeout(TIMEOUT);
+    let stream = Stream::create(dir.path(), STREAM, &cfg).unwrap();
+    let mut w = stream.writer().unwrap();
+    let mut r = stream.reader(Start::Beginning).unwrap();
+    let mut claim = w.try_claim(64).unwrap();
+    fill_payload(0, 0, claim.payload_mut());
+    let t0 = Instant::now();
+    while stream.stat().unwrap().recovered_claims == 0 {
+        assert_eq!(r.poll(16, |_| panic!("nothing is committed")).unwrap(), 0);
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "claim never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(t0.elapsed() >= TIMEOUT);
+    assert!(matches!(claim.commit(), Err(Error::ClaimRecovered(p)) if p.get() == 0));
+    w.append(&make_payload(0, 1)).unwrap();
+    let mut seen = Vec::new();
+    while r
+        .poll(16, |f| seen.push(check_payload(f.payload()).unwrap().1))
+        .unwrap()
+        == 0
+    {}
+    assert_eq!(
+        seen,
+        vec![1],
+        "the recovered claim's bytes never reach a reader"
+    );
+    assert!(stream.verify().unwrap().is_intact());
+}
