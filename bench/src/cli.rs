@@ -28,8 +28,10 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// Append latency inside a segment and across segment rolls.
     Roll(RollArgs),
-    /// Blocking-wait wake-up latency.
+    /// Blocking-wait wake-up latency next to busy-spin, and idle CPU of each.
     Wake(CommonArgs),
+    /// Typed `Quote` round trip (rkyv, validated and unchecked) next to the raw 32-byte round trip.
+    Typed(CommonArgs),
     /// Compares two JSON summaries; exits 1 when p50 or p99 regressed beyond the threshold.
     Compare(CompareArgs),
     /// Echo side of a two-process pingpong (started by the harness itself).

@@ -7,6 +7,7 @@ pub mod oneway;
 pub mod pingpong;
 pub mod roll;
 pub mod throughput;
+pub mod typed;
 pub mod wake;
 
 use std::io::IsTerminal;
