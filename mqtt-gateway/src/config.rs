@@ -46,9 +46,33 @@ pub struct Config {
     /// wins. Empty means the single route `#` → stream `mqtt`.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// MQTT over TLS listener (needs the crate feature `tls`).
+    pub tls: Option<TlsConfig>,
     /// Connections to external brokers (see [`crate::bridge`]).
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+}
+
+/// MQTT over TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses of the TLS listeners, e.g. `["127.0.0.1:8883"]`.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one of them.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Seconds a client may take to complete the TLS handshake. Default 10.
+    #[serde(default = "default_tls_handshake")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_tls_handshake() -> u64 {
+    10
 }
 
 /// One bridge to an external broker.
@@ -345,6 +369,16 @@ impl Config {
         if !valid_stream_name(&self.storage.dead_letter_stream) {
             return bad("storage.dead_letter_stream is not a valid stream name".into());
         }
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls") {
+                return bad(
+                    "[tls] configured but this build has no TLS support (feature `tls`)".into(),
+                );
+            }
+            if tls.listen.is_empty() {
+                return bad("tls.listen must name at least one address".into());
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for b in &self.bridges {
             if b.name.is_empty() || b.name.contains(['/', '+', '#']) || !names.insert(&b.name) {
@@ -434,6 +468,18 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.routes.len(), 3);
         assert_eq!(c.auth.users.len(), 1);
+    }
+
+    #[test]
+    fn tls_section_needs_the_feature() {
+        let text =
+            "[tls]\nlisten = [\"127.0.0.1:8883\"]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let r = Config::from_toml(text);
+        if cfg!(feature = "tls") {
+            assert!(r.is_ok());
+        } else {
+            assert!(r.unwrap_err().to_string().contains("feature `tls`"));
+        }
     }
 
     #[test]

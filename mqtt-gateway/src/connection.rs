@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -60,13 +59,32 @@ fn codec_reason(e: &CodecError) -> u8 {
     }
 }
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted TCP socket until it closes.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, shutdown: watch::Receiver<bool>) {
     let _ = socket.set_nodelay(true);
     let (rd, wr) = socket.into_split();
+    serve_halves(broker, rd, wr, shutdown).await;
+}
+
+/// Serves any byte stream (e.g. TLS over TCP) until it closes.
+pub async fn serve_stream<S>(broker: Arc<Broker>, stream: S, shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    serve_halves(broker, rd, wr, shutdown).await;
+}
+
+async fn serve_halves<R, W>(
+    broker: Arc<Broker>,
+    mut rd: R,
+    mut wr: W,
+    shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let mut inbuf = BytesMut::with_capacity(4096);
-    let mut rd = rd;
-    let mut wr = wr;
     let max = broker.config.mqtt.max_packet_size;
     let deadline = Duration::from_secs(broker.config.mqtt.connect_timeout_secs.max(1));
     let first = tokio::time::timeout(deadline, read_connect(&mut rd, &mut inbuf, max)).await;
@@ -97,8 +115,8 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, shutdown: watch::Rece
     broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn read_connect(
-    rd: &mut OwnedReadHalf,
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
     inbuf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<(Version, Box<Connect>)>, CodecError> {
@@ -115,7 +133,12 @@ async fn read_connect(
     }
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, version: Version, code: ConnAckCode, broker: &Broker) {
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: Version,
+    code: ConnAckCode,
+    broker: &Broker,
+) {
     let mut out = BytesMut::new();
     let info = ConnAckInfo {
         receive_maximum: broker.config.mqtt.max_inflight,
@@ -135,11 +158,11 @@ async fn refuse(wr: &mut OwnedWriteHalf, version: Version, code: ConnAckCode, br
 }
 
 /// Validates CONNECT, authenticates, attaches the session and sends CONNACK.
-async fn handshake(
+async fn handshake<W: AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     version: Version,
     c: Connect,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut W,
 ) -> Option<Conn> {
     let cfg = &broker.config.mqtt;
     if broker.metrics.connections.load(Ordering::Relaxed) >= cfg.max_connections as u64 {
@@ -288,13 +311,16 @@ enum Event {
 }
 
 impl Conn {
-    async fn run(
+    async fn run<R, W>(
         &mut self,
-        mut rd: OwnedReadHalf,
-        mut wr: OwnedWriteHalf,
+        mut rd: R,
+        mut wr: W,
         mut inbuf: BytesMut,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
         let session = self.session.clone();
         // Wait for a connection we took over to release the session data.
         let data = tokio::time::timeout(Duration::from_secs(10), session.data.lock()).await;
@@ -392,7 +418,7 @@ impl Conn {
     }
 
     /// Ends the connection: DISCONNECT to MQTT 5 clients, will, session expiry.
-    async fn finish(&mut self, exit: Exit, wr: &mut OwnedWriteHalf) {
+    async fn finish<W: AsyncWrite + Unpin>(&mut self, exit: Exit, wr: &mut W) {
         let reason = match exit {
             Exit::TakenOver => Some(0x8E),
             Exit::KeepAlive => Some(0x8D),

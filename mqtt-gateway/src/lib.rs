@@ -79,6 +79,9 @@
 //!   gateway restart (needs durable named cursors in ringway-core).
 //! - Malformed packets close only their connection (MQTT 5: DISCONNECT 0x81/0x82/0x95 first).
 //!
+//! TLS (crate feature `tls`, off by default): a `[tls]` listener with rustls (ring provider),
+//! optionally requiring client certificates from a configured CA ([`config::TlsConfig`]).
+//!
 //! Not supported (announced to MQTT 5 clients in CONNACK): topic aliases (maximum 0), shared
 //! subscriptions, subscription identifiers, enhanced authentication (AUTH).
 
@@ -98,6 +101,8 @@ pub mod meta;
 pub mod metrics;
 pub mod route;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topic;
 pub mod up;
 

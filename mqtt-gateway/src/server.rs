@@ -35,6 +35,10 @@ pub enum GatewayError {
     /// The journal could not be opened or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The TLS certificates or key could not be loaded.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The async runtime could not be built.
     #[error("cannot start runtime: {0}")]
     Runtime(std::io::Error),
@@ -82,6 +86,7 @@ impl std::fmt::Display for Status {
 pub struct Gateway {
     broker: Arc<Broker>,
     mqtt_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -175,6 +180,51 @@ impl Gateway {
                 shutdown_tx.subscribe(),
             )));
         }
+        #[allow(unused_mut)]
+        let mut tls_addrs = Vec::new();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &broker.config.tls {
+            let acceptor = crate::tls::acceptor(tls)?;
+            let timeout = std::time::Duration::from_secs(tls.handshake_timeout_secs.max(1));
+            for addr in &tls.listen {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| GatewayError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                tls_addrs.push(l.local_addr().map_err(|source| GatewayError::Bind {
+                    addr: *addr,
+                    source,
+                })?);
+                let (broker, acceptor) = (broker.clone(), acceptor.clone());
+                let mut shutdown = shutdown_tx.subscribe();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let accepted = tokio::select! {
+                            _ = shutdown.changed() => break,
+                            a = l.accept() => a,
+                        };
+                        let Ok((sock, peer)) = accepted else {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        let _ = sock.set_nodelay(true);
+                        let (broker, acceptor, shutdown) =
+                            (broker.clone(), acceptor.clone(), shutdown.clone());
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                                Ok(Ok(stream)) => {
+                                    connection::serve_stream(broker, stream, shutdown).await
+                                }
+                                Ok(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
+                                Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                            }
+                        });
+                    }
+                }));
+            }
+        }
         let mut metrics_addr = None;
         if let Some(l) = metrics_listener {
             metrics_addr = l.local_addr().ok();
@@ -183,6 +233,7 @@ impl Gateway {
         Ok(Gateway {
             broker,
             mqtt_addrs,
+            tls_addrs,
             metrics_addr,
             shutdown_tx,
             tasks,
@@ -193,6 +244,11 @@ impl Gateway {
     /// Addresses the MQTT listeners are bound to (useful with port 0).
     pub fn mqtt_addrs(&self) -> &[SocketAddr] {
         &self.mqtt_addrs
+    }
+
+    /// Addresses the TLS listeners are bound to.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// Address of the metrics endpoint, when enabled.
