@@ -2,6 +2,9 @@
 //! new segment, for an append-only stream and for a ring, with a reader thread consuming on the other core.
 //! Segments are small (`--segment-size`, default 1 MiB) so that a run crosses many rolls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use ringway_core::{Retention, Start, Stream, StreamConfig};
 
 use crate::cli::RollArgs;
@@ -18,6 +21,7 @@ pub fn run(args: &RollArgs) -> Result<Report> {
     let size = args.common.payload;
     let pb = progress(2 * (env.warmup + env.iterations), args.common.quick);
     let mut runs = Vec::new();
+    let mut notes = Vec::new();
     let base = StreamConfig::default()
         .segment_size(args.segment_size)
         .max_message_size(size.max(1024) as u32);
@@ -31,7 +35,12 @@ pub fn run(args: &RollArgs) -> Result<Report> {
     for (name, cfg) in configs {
         pb.set_message(name);
         match measure(&mut env, name, &cfg, args.segment_size, size, &pb) {
-            Ok((inside, rolls)) => {
+            Ok((inside, rolls, lapped)) => {
+                if lapped > 0 {
+                    notes.push(format!(
+                        "{name}: the reader was lapped {lapped} times and skipped ahead"
+                    ));
+                }
                 let mut a = SystemRun::measured(&format!("{name}-in-segment"), inside);
                 a.result.mode = Some("append latency, writer thread".into());
                 let mut b = SystemRun::measured(&format!("{name}-first-in-segment"), rolls);
@@ -43,7 +52,9 @@ pub fn run(args: &RollArgs) -> Result<Report> {
         }
     }
     pb.finish_and_clear();
-    Ok(env.report("roll", size, runs))
+    let mut report = env.report("roll", size, runs);
+    report.notes.extend(notes);
+    Ok(report)
 }
 
 fn measure(
@@ -53,7 +64,11 @@ fn measure(
     seg: u64,
     size: usize,
     pb: &indicatif::ProgressBar,
-) -> Result<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>)> {
+) -> Result<(
+    hdrhistogram::Histogram<u64>,
+    hdrhistogram::Histogram<u64>,
+    u64,
+)> {
     let err = |e: ringway_core::Error| BenchError::system("ringway", e);
     let dir = env.subdir(name)?;
     let stream = Stream::create(&dir, "roll", cfg).map_err(err)?;
@@ -61,28 +76,36 @@ fn measure(
     let rstream = Stream::open(&dir, "roll").map_err(err)?;
     let core_b = env.core_b;
     let timeout = env.timeout;
-    let reader = std::thread::spawn(move || -> Result<crate::pinning::PinRecord> {
+    let done = Arc::new(AtomicBool::new(false));
+    let writer_done = done.clone();
+    let reader = std::thread::spawn(move || -> Result<(crate::pinning::PinRecord, u64)> {
         let pin = pin_current("reader", core_b);
         let mut r = rstream.reader(Start::Beginning).map_err(err)?;
         let mut seen = 0u64;
+        let mut lapped = 0u64;
         let mut spin = Spinner::new(timeout);
         while seen < total {
             match r.poll(256, |f| {
                 std::hint::black_box(f.payload());
             }) {
-                Ok(0) => spin.spin("appended messages")?,
+                Ok(0) => {
+                    // Acquire pairs with the writer's Release store after its last append: once seen, every
+                    // frame it appended is visible, so an empty poll now means the reader is done.
+                    if writer_done.load(Ordering::Acquire) && r.poll(1, |_| ()).map_err(err)? == 0 {
+                        break;
+                    }
+                    spin.spin("appended messages")?;
+                }
                 Ok(n) => seen += n as u64,
                 // A reader lapped by the ring or by retention skips ahead: the writer is what is measured here.
                 Err(ringway_core::Error::Lapped { oldest, .. }) => {
+                    lapped += 1;
                     r.seek(Start::Position(oldest)).map_err(err)?;
                 }
                 Err(e) => return Err(err(e)),
             }
-            if r.position().0 >= u64::MAX / 2 {
-                break;
-            }
         }
-        Ok(pin)
+        Ok((pin, lapped))
     });
     env.pin("writer", env.core_a);
     let mut writer = stream.writer().map_err(err)?;
@@ -110,9 +133,10 @@ fn measure(
             pb.inc(0x10000);
         }
     }
-    let pin = reader
+    done.store(true, Ordering::Release);
+    let (pin, lapped) = reader
         .join()
         .map_err(|_| BenchError::system("ringway", "reader thread panicked"))??;
     env.pins.push(pin);
-    Ok((inside, rolls))
+    Ok((inside, rolls, lapped))
 }

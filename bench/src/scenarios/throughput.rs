@@ -15,11 +15,26 @@ use crate::scenarios::{progress, Env};
 use crate::spin::Spinner;
 use crate::systems::{parse_peers, seq_of, stamp};
 
+/// Peers with a throughput implementation.
+const THROUGHPUT_PEERS: &[&str] = &["crossbeam"];
+
 /// Default payload sizes.
 pub const DEFAULT_SIZES: &[usize] = &[8, 32, 128, 512, 2048, 8192, 32768, 65536];
 
 /// Bytes of payload moved per size, at most (keeps large sizes to a sensible count).
 const MAX_BYTES_PER_SIZE: u64 = 4 << 30;
+
+/// Segment size of the throughput streams.
+const SEGMENT_SIZE: u64 = 16 << 20;
+/// Segments of the single-writer ring.
+const RING_SEGMENTS: u32 = 4;
+
+/// Messages written (and read) before timing starts: one full lap of the ring plus a segment, so that the timed
+/// part runs on recycled, already-mapped segments (the steady state of a long-running ring).
+fn warmup_messages(size: usize) -> u64 {
+    let frame = (32 + size as u64).div_ceil(8) * 8;
+    (SEGMENT_SIZE * (RING_SEGMENTS as u64 + 1)).div_ceil(frame)
+}
 
 /// One measurement: messages, seconds, and the pinning of each thread.
 struct Measured {
@@ -52,10 +67,7 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
             .unwrap_or(default_count)
             .min((MAX_BYTES_PER_SIZE / size as u64).max(1000))
     };
-    let pb = progress(
-        sizes.len() as u64 * (1 + peers.len() as u64),
-        args.common.quick,
-    );
+    let pb = progress(sizes.len() as u64 * 2, args.common.quick);
     let mut runs = Vec::new();
     let mode = if args.writers == 1 {
         "1 writer thread -> 1 reader thread".to_string()
@@ -80,17 +92,18 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
         );
         runs.push(row("ringway", size, &mode, r, &mut env.pins));
         pb.inc(1);
-        for p in &peers {
+        for p in peers.iter().filter(|p| THROUGHPUT_PEERS.contains(p)) {
             pb.set_message(format!("{p} {size} B"));
-            let r = match *p {
-                "crossbeam" => crossbeam(size, count, args.writers, env.core_a, env.core_b),
-                other => Err(BenchError::Usage(format!(
-                    "{other} has no throughput implementation in this harness yet (pingpong measures it)"
-                ))),
-            };
+            let r = crossbeam(size, count, args.writers, env.core_a, env.core_b);
             runs.push(row(p, size, &mode, r, &mut env.pins));
             pb.inc(1);
         }
+    }
+    for p in peers.iter().filter(|p| !THROUGHPUT_PEERS.contains(p)) {
+        runs.push(SystemRun::skipped(
+            p,
+            "no throughput implementation for this peer in the harness yet (pingpong measures its latency)",
+        ));
     }
     pb.finish_and_clear();
     let payload = 32;
@@ -135,13 +148,13 @@ fn row(
 /// writers only there), with retention bounding /dev/shm use.
 fn stream_cfg(size: usize, writers: usize) -> StreamConfig {
     let cfg = StreamConfig::default()
-        .segment_size(64 << 20)
+        .segment_size(SEGMENT_SIZE)
         .max_message_size(size.max(64 << 10) as u32);
     if writers > 1 {
         cfg.multi_writer(true)
             .retention(ringway_core::Retention::default().max_segments(16))
     } else {
-        cfg.ring(8)
+        cfg.ring(RING_SEGMENTS)
     }
 }
 
@@ -158,23 +171,32 @@ fn ringway(
     let stream = Stream::create(dir, "tput", &stream_cfg(size, writers)).map_err(err)?;
     let per_writer = count / writers as u64;
     let total = per_writer * writers as u64;
+    let warm_per_writer = warmup_messages(size) / writers as u64;
+    let warm = warm_per_writer * writers as u64;
     let start_ns = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(writers + 1));
+    let timed = Arc::new(Barrier::new(writers + 1));
     let epoch = Instant::now();
     let mut handles = Vec::new();
     for w in 0..writers {
         let stream = Stream::open(dir, "tput").map_err(err)?;
         let barrier = barrier.clone();
+        let timed = timed.clone();
         let start_ns = start_ns.clone();
         handles.push(std::thread::spawn(move || -> Result<PinRecord> {
             let pin = pin_current(&format!("writer-{w}"), core_a);
             let mut writer = stream.writer().map_err(err)?;
             let mut buf = vec![0u8; size];
             barrier.wait();
+            for seq in 0..warm_per_writer {
+                stamp(&mut buf, seq);
+                writer.append(&buf).map_err(err)?;
+            }
+            timed.wait();
             let t = epoch.elapsed().as_nanos() as u64;
             // First writer to start sets the start time; Relaxed is enough, it is read after the joins.
             let _ = start_ns.compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed);
-            for seq in 0..per_writer {
+            for seq in warm_per_writer..warm_per_writer + per_writer {
                 stamp(&mut buf, seq);
                 writer.append(&buf).map_err(err)?;
             }
@@ -188,7 +210,12 @@ fn ringway(
     let mut expect = 0u64;
     let mut bad = None;
     let mut spin = Spinner::new(timeout);
-    while seen < total {
+    let mut timed_started = false;
+    while seen < warm + total {
+        if !timed_started && seen >= warm {
+            timed.wait();
+            timed_started = true;
+        }
         let n = reader
             .poll(1024, |f| {
                 let p = f.payload();
@@ -203,6 +230,9 @@ fn ringway(
         } else {
             seen += n as u64;
         }
+    }
+    if !timed_started {
+        timed.wait();
     }
     let end = epoch.elapsed().as_nanos() as u64;
     let mut pins = vec![reader_pin];
