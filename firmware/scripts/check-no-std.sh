@@ -6,7 +6,9 @@
 #   2. the example application (firmware/image) builds as a `#![no_std] #![no_main]` x86_64
 #      executable whose link line holds libcore and compiler_builtins but no libstd/liballoc,
 #      runs, and reports its section sizes;
-#   3. negative control: the same image with one dependency's `std` feature on fails to build.
+#   3. negative control: the same image with one dependency's `std` feature on fails to build;
+#   4. with the `defmt` feature, the image's defmt frames decode on the host with defmt-print
+#      (skipped, and said so, when defmt-print is not installed: `cargo install defmt-print`).
 set -euo pipefail
 
 fw="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,4 +61,18 @@ echo "   failed as expected: $(echo "$neg_out" | grep -m1 -E '^error')"
 echo "== sizes (release, opt-level=s, LTO, non-PIE): $bin"
 size "$bin"
 size -A "$bin" | awk '$1 ~ /^\.(text|rodata|data|bss)$/ { printf "   %-8s %7d bytes\n", $1, $2 }'
+
+echo "== 4. defmt logging decoded on the host"
+if command -v defmt-print >/dev/null 2>&1; then
+    (cd "$image" && cargo build --release --quiet --features defmt)
+    frames="$(mktemp)"
+    "$bin" 2>"$frames" >/dev/null || fail "defmt image exited non-zero"
+    decoded="$(defmt-print -e "$bin" stdin <"$frames" 2>&1)" || fail "defmt-print failed: $decoded"
+    rm -f "$frames"
+    echo "$decoded" | sed 's/^/   /' | tail -4
+    echo "$decoded" | grep -q 'image done: submitted=' || fail "defmt output not decoded"
+    echo "$decoded" | grep -q 'link down' || fail "firmware's defmt log lines missing"
+else
+    echo "   SKIPPED: defmt-print not installed (cargo install defmt-print)"
+fi
 echo "check-no-std: OK"

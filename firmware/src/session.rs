@@ -94,8 +94,6 @@ enum LinkError {
 
 const ONLINE: &[u8] = b"online";
 const OFFLINE: &[u8] = b"offline";
-/// How often the session wakes up to check acknowledgement deadlines when idle.
-const TICK: Duration = Duration::from_millis(100);
 
 /// A device's connection to the gateway, publishing from `outbox` with at most `WINDOW`
 /// unacknowledged QoS 1 publishes.
@@ -254,7 +252,7 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
         .map_err(|_| LinkError::Io)?;
 
         loop {
-            let (in_flight, oldest) = self.outbox.reconcile(|op| {
+            let (in_flight, mut oldest) = self.outbox.reconcile(|op| {
                 if conn.is_complete(op) {
                     OpStatus::Complete
                 } else if conn.is_invalidated(op) {
@@ -287,12 +285,21 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
                     self.outbox.abort_send(telemetry.seq);
                     return Err(LinkError::Io);
                 };
-                self.outbox
-                    .mark_in_flight(telemetry.seq, op, Instant::now());
+                let now = Instant::now();
+                self.outbox.mark_in_flight(telemetry.seq, op, now);
+                oldest.get_or_insert(now);
                 in_flight += 1;
             }
 
-            match select3(conn.poll(), self.outbox.wait(), Timer::after(TICK)).await {
+            // Sleep until the client has work, the application submits, or the oldest publish's
+            // acknowledgement deadline passes; no periodic wake-ups while idle.
+            let deadline = async {
+                match oldest {
+                    Some(t) => Timer::at(t + self.config.ack_timeout).await,
+                    None => core::future::pending::<()>().await,
+                }
+            };
+            match select3(conn.poll(), self.outbox.wait(), deadline).await {
                 Either3::First(Ok(Some(publish))) => {
                     if publish.topic() == self.topics.command.as_str() {
                         let delivered = commands.deliver(publish.payload(), handler);

@@ -129,6 +129,57 @@ impl embassy_net_driver::Driver for NullMac {
     }
 }
 
+// --- defmt logger: raw defmt frames to stderr ---
+#[cfg(feature = "defmt")]
+mod logger {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    struct EncoderCell(UnsafeCell<defmt::Encoder>);
+
+    // SAFETY: the encoder is only touched between `acquire` and `release`, which `TAKEN`
+    // makes exclusive.
+    unsafe impl Sync for EncoderCell {}
+
+    static ENCODER: EncoderCell = EncoderCell(UnsafeCell::new(defmt::Encoder::new()));
+    // Acquire/Release pair the encoder's accesses of consecutive log frames.
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+
+    fn out(bytes: &[u8]) {
+        // SAFETY: `bytes` is valid for `bytes.len()` bytes during the call.
+        let _ = unsafe { super::write(2, bytes.as_ptr(), bytes.len()) };
+    }
+
+    #[defmt::global_logger]
+    struct Logger;
+
+    // SAFETY: `acquire` refuses re-entrance via `TAKEN`, so frames never interleave.
+    unsafe impl defmt::Logger for Logger {
+        fn acquire() {
+            if TAKEN.swap(true, Ordering::Acquire) {
+                super::print("defmt logger re-entered\n");
+                // SAFETY: abort has no preconditions.
+                unsafe { super::abort() }
+            }
+            // SAFETY: exclusive access established just above.
+            unsafe { (*ENCODER.0.get()).start_frame(out) }
+        }
+
+        unsafe fn flush() {}
+
+        unsafe fn release() {
+            // SAFETY: called after `acquire`, so access is exclusive.
+            unsafe { (*ENCODER.0.get()).end_frame(out) };
+            TAKEN.store(false, Ordering::Release);
+        }
+
+        unsafe fn write(bytes: &[u8]) {
+            // SAFETY: called between `acquire` and `release`.
+            unsafe { (*ENCODER.0.get()).write(bytes, out) }
+        }
+    }
+}
+
 // --- the application ---
 const RING: usize = 64;
 const WINDOW: usize = 8;
@@ -243,6 +294,14 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
         print(text);
     }
     let _ = commands.0;
+    #[cfg(feature = "defmt")]
+    defmt::info!(
+        "image done: submitted={=u64} buffered={=usize} dropped={=u64} failures={=u64}",
+        s.submitted,
+        s.buffered,
+        s.dropped,
+        s.connection_failures
+    );
     if s.submitted > 0 && s.buffered == RING.min(s.submitted as usize) {
         0
     } else {

@@ -133,6 +133,16 @@ pub fn spawn_devices(
     specs: Vec<DeviceSpec>,
     backoff_max: StdDuration,
 ) -> Vec<SimDevice> {
+    spawn_devices_with(ns, specs, backoff_max, StdDuration::from_secs(5))
+}
+
+/// [`spawn_devices`] with a chosen acknowledgement timeout.
+pub fn spawn_devices_with(
+    ns: &NetNs,
+    specs: Vec<DeviceSpec>,
+    backoff_max: StdDuration,
+    ack_timeout: StdDuration,
+) -> Vec<SimDevice> {
     assert!(specs.len() <= 200);
     let devices: Vec<SimDevice> = specs
         .iter()
@@ -180,7 +190,7 @@ pub fn spawn_devices(
                     jitter_percent: 25,
                 };
                 cfg.connect_timeout = Duration::from_secs(3);
-                cfg.ack_timeout = Duration::from_secs(5);
+                cfg.ack_timeout = Duration::from_micros(ack_timeout.as_micros() as u64);
                 let session: &'static mut SimSession =
                     Box::leak(Box::new(Session::new(stack, outbox, cfg).expect("session")));
                 let buffers = SessionBuffers {
