@@ -68,6 +68,9 @@ pub enum Command {
         /// User type id stored in each frame
         #[arg(long, default_value_t = 0)]
         type_id: u32,
+        /// Record this MQTT topic in each frame, so MQTT subscribers of the gateway receive it
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
     },
     /// Print messages of a stream, one per line
     Tail {
@@ -122,6 +125,57 @@ pub enum Command {
         /// Allow concurrent writers
         #[arg(long)]
         multi_writer: bool,
+    },
+    /// Run the appliance: the MQTT gateway over the streams, with metrics and a status line
+    Up {
+        /// Configuration file (ringway.toml)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Root directory of the streams (overrides the file)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// MQTT listen address [default: 127.0.0.1:1883]
+        #[arg(long, value_name = "ADDR:PORT")]
+        mqtt_listen: Option<std::net::SocketAddr>,
+        /// Prometheus /metrics listen address [default: 127.0.0.1:9883]
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// No status line on stderr
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Replicate a stream to a receiver until interrupted
+    Replicate {
+        /// Stream to ship
+        stream: String,
+        /// udp://HOST:PORT or tcp://HOST:PORT
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// File holding a shared secret: authenticates the session (HMAC-SHA256)
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Diagnostic: drop this fraction of packets (0.0..=1.0, UDP)
+        #[arg(long, value_name = "FRACTION")]
+        loss: Option<f64>,
+    },
+    /// Receive replicated streams until interrupted
+    Receive {
+        /// udp://ADDR:PORT or tcp://ADDR:PORT
+        #[arg(long, value_name = "URL")]
+        listen: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Replica name [default: the primary's name]
+        #[arg(long, value_name = "NAME")]
+        stream: Option<String>,
+        /// File holding a shared secret
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Diagnostic: drop this fraction of packets (0.0..=1.0, UDP)
+        #[arg(long, value_name = "FRACTION")]
+        loss: Option<f64>,
     },
     /// Delete a stream and all its files
     Delete {

@@ -219,3 +219,41 @@ fn tail_named_continues_where_the_last_run_stopped_and_cursors_are_managed() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no cursor named 'risk'"));
 }
+
+#[test]
+fn pub_with_a_topic_shows_it_in_json_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let o = ringway(
+        d.path(),
+        &["pub", "mqtt", "--topic", "devices/7/cmd"],
+        Some(b"reboot\n"),
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = ringway(d.path(), &["tail", "mqtt", "--format", "json"], None);
+    let v: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+    assert_eq!(v["mqtt_topic"], "devices/7/cmd");
+    assert_eq!(v["payload_b64"], "cmVib290");
+}
+
+#[test]
+fn replicate_and_up_report_bad_arguments_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let o = ringway(
+        d.path(),
+        &["replicate", "missing", "--to", "udp://127.0.0.1:9"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let o = ringway(
+        d.path(),
+        &["receive", "--listen", "carrier-pigeon://x"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "[mqtt]\nlisten = 42\n").unwrap();
+    let o = ringway(d.path(), &["up", "--config", cfg.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("ringway: error: "));
+}

@@ -3,6 +3,7 @@
 mod create;
 mod cursor;
 mod publish;
+mod replication;
 mod stat;
 mod tail;
 mod verify;
@@ -21,7 +22,45 @@ pub fn run(cli: Cli) -> Result<ExitCode, CmdError> {
             dir,
             multi_writer,
             type_id,
-        } => publish::run(&dir.root(), &stream, multi_writer, type_id),
+            topic,
+        } => publish::run(
+            &dir.root(),
+            &stream,
+            multi_writer,
+            type_id,
+            topic.as_deref(),
+        ),
+        Command::Up {
+            config,
+            dir,
+            mqtt_listen,
+            metrics_listen,
+            quiet,
+        } => {
+            let args = ringway_mqtt_gateway::up::UpArgs {
+                config,
+                dir,
+                mqtt_listen,
+                metrics_listen,
+                status_line: !quiet,
+            };
+            ringway_mqtt_gateway::up::up(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replicate {
+            stream,
+            to,
+            dir,
+            key_file,
+            loss,
+        } => replication::replicate(stream, to, dir.dir, key_file, loss),
+        Command::Receive {
+            listen,
+            dir,
+            stream,
+            key_file,
+            loss,
+        } => replication::receive(listen, dir.dir, stream, key_file, loss),
         Command::Tail {
             stream,
             dir,

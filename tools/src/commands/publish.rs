@@ -11,6 +11,7 @@ pub fn run(
     name: &str,
     multi_writer: bool,
     type_id: u32,
+    topic: Option<&str>,
 ) -> Result<ExitCode, CmdError> {
     let stream = Stream::open_or_create(
         root,
@@ -24,8 +25,15 @@ pub fn run(
         .into());
     }
     let mut writer = stream.writer()?;
+    let meta = match topic {
+        Some(t) => ringway_mqtt_gateway::MqttMeta::for_topic(t)
+            .encode()
+            .map_err(|e| format!("--topic '{t}': {e}"))?,
+        None => Vec::new(),
+    };
     let opts = AppendOptions {
         type_id,
+        meta: &meta,
         ..Default::default()
     };
     let stdin = std::io::stdin();

@@ -40,7 +40,9 @@ fn render(frame: &Frame<'_>, format: Format) -> String {
                 "len": frame.payload().len(),
                 "payload_b64": base64::engine::general_purpose::STANDARD.encode(frame.payload()),
             });
-            if !frame.meta().is_empty() {
+            if let Some(topic) = ringway_mqtt_gateway::meta::topic_of(frame.meta()) {
+                v["mqtt_topic"] = topic.into();
+            } else if !frame.meta().is_empty() {
                 v["meta_b64"] = base64::engine::general_purpose::STANDARD
                     .encode(frame.meta())
                     .into();
