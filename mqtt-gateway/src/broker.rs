@@ -28,6 +28,8 @@ pub struct Delivery {
     pub position: u64,
     /// Position just after it.
     pub next_position: u64,
+    /// Append time (ns since the Unix epoch), for MQTT 5 message expiry.
+    pub timestamp_ns: u64,
     /// Topic it is delivered under.
     pub topic: String,
     /// QoS it was published with.
@@ -240,6 +242,13 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").finish_non_exhaustive()
     }
+}
+
+/// Wall-clock time in ns since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn content_hash(topic: &str, payload: &[u8]) -> u64 {
@@ -703,6 +712,7 @@ impl Broker {
                         stream: Arc::from(stream),
                         position: pos,
                         next_position: pos + 1,
+                        timestamp_ns: now_ns(),
                         topic: p.topic.clone(),
                         qos: p.qos,
                         retain: true,
@@ -753,6 +763,7 @@ impl Broker {
             stream: stream.clone(),
             position: r.position,
             next_position: r.next_position,
+            timestamp_ns: r.timestamp_ns,
             topic,
             qos,
             retain,

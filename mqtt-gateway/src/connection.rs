@@ -520,7 +520,9 @@ impl Conn {
         for (pkid, item) in items {
             match item {
                 Inflight::Publish(o) => {
-                    self.encode_publish(&o, pkid, true);
+                    if !self.encode_publish(&o, pkid, true) {
+                        data.inflight.remove(&pkid); // expired or too large for the client now
+                    }
                 }
                 Inflight::Release => self.out(Outbound::PubRel(pkid, 0)),
             }
@@ -528,6 +530,23 @@ impl Conn {
     }
 
     fn encode_publish(&mut self, o: &Outgoing, pkid: u16, dup: bool) -> bool {
+        let mut properties = if self.version == Version::V5 {
+            o.msg.properties.clone()
+        } else {
+            MessageProperties::default()
+        };
+        // MQTT 5 message expiry: drop expired messages, send the remaining lifetime (3.3.2.3.3).
+        if let Some(expiry) = o.msg.properties.message_expiry_interval {
+            let age = crate::broker::now_ns().saturating_sub(o.msg.timestamp_ns) / 1_000_000_000;
+            let age = u32::try_from(age).unwrap_or(u32::MAX);
+            if age >= expiry {
+                self.broker.metrics.dropped(Drop::Expired);
+                return false;
+            }
+            if self.version == Version::V5 {
+                properties.message_expiry_interval = Some(expiry - age);
+            }
+        }
         let p = Publish {
             topic: o.msg.topic.clone(),
             qos: o.qos,
@@ -535,11 +554,7 @@ impl Conn {
             dup,
             pkid,
             payload: o.msg.payload.clone(),
-            properties: if self.version == Version::V5 {
-                o.msg.properties.clone()
-            } else {
-                MessageProperties::default()
-            },
+            properties,
             topic_alias: None,
         };
         let start = self.outbuf.len();

@@ -56,6 +56,8 @@ pub struct RecordRef<'a> {
     pub position: u64,
     /// Position just after the frame.
     pub next_position: u64,
+    /// Append time, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
     /// The frame's meta bytes (see [`crate::meta`]).
     pub meta: &'a [u8],
     /// The payload, verbatim.
@@ -109,8 +111,8 @@ struct MemStream {
     records: Mutex<MemRecords>,
 }
 
-/// One stored record: (position, meta, payload).
-type MemRecord = (u64, Arc<[u8]>, Arc<[u8]>);
+/// One stored record: (position, append time ns, meta, payload).
+type MemRecord = (u64, u64, Arc<[u8]>, Arc<[u8]>);
 
 #[derive(Debug, Default)]
 struct MemRecords {
@@ -178,7 +180,10 @@ impl Journal for MemoryJournal {
         let mut r = s.records.lock().unwrap_or_else(|p| p.into_inner());
         let pos = r.next;
         r.next += (32 + meta.len().div_ceil(8) * 8 + payload.len()).div_ceil(8) as u64 * 8;
-        r.items.push_back((pos, meta.into(), payload.into()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        r.items.push_back((pos, now, meta.into(), payload.into()));
         while r.items.len() > self.max_records {
             r.items.pop_front();
         }
@@ -236,15 +241,16 @@ impl JournalReader for MemReader {
             let mut out = Vec::new();
             for i in start..r.items.len().min(start + limit) {
                 let next = r.items.get(i + 1).map_or(r.next, |n| n.0);
-                let (p, m, d) = &r.items[i];
-                out.push((next, (*p, m.clone(), d.clone())));
+                let (p, t, m, d) = &r.items[i];
+                out.push((next, (*p, *t, m.clone(), d.clone())));
             }
             out
         };
-        for (next_position, (position, meta, payload)) in &batch {
+        for (next_position, (position, timestamp_ns, meta, payload)) in &batch {
             f(RecordRef {
                 position: *position,
                 next_position: *next_position,
+                timestamp_ns: *timestamp_ns,
                 meta,
                 payload,
             });

@@ -186,6 +186,7 @@ impl JournalReader for CoreReader {
                 f(RecordRef {
                     position: frame.position().0,
                     next_position: frame.next_position().0,
+                    timestamp_ns: frame.timestamp_ns(),
                     meta: frame.meta(),
                     payload: frame.payload(),
                 })

@@ -20,6 +20,8 @@ pub enum Drop {
     QueueFull,
     /// A subscriber catching up from the journal was lapped by retention.
     Lapped,
+    /// The MQTT 5 message expiry interval passed before delivery.
+    Expired,
     /// No route matches the published topic.
     NoRoute,
     /// The publisher's ACL forbids the topic.
@@ -30,7 +32,8 @@ pub enum Drop {
     NoTopic,
 }
 
-const DROPS: [(Drop, &str); 6] = [
+const DROPS: [(Drop, &str); 7] = [
+    (Drop::Expired, "expired"),
     (Drop::QueueFull, "queue_full"),
     (Drop::Lapped, "lapped"),
     (Drop::NoRoute, "no_route"),
@@ -68,7 +71,7 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Will messages published.
     pub wills: AtomicU64,
-    drops: [AtomicU64; 6],
+    drops: [AtomicU64; 7],
     /// Times a session's queue overflowed and it switched to reading the journal.
     pub lagging: AtomicU64,
     /// Current number of subscriptions (gauge).

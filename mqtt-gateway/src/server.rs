@@ -268,6 +268,7 @@ impl Gateway {
         let dropped = [
             metrics::Drop::QueueFull,
             metrics::Drop::Lapped,
+            metrics::Drop::Expired,
             metrics::Drop::NoRoute,
             metrics::Drop::AclDenied,
             metrics::Drop::ClientPacketSize,

@@ -737,3 +737,68 @@ async fn offline_session_beyond_its_queue_is_replayed_from_the_journal() {
     }
     g.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_message_expiry_drops_stale_messages_and_counts_down() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::Event as E5;
+    let dir = tempfile::tempdir().unwrap();
+    let (g, addr) = start(config(dir.path())).await;
+    let opts = || {
+        let mut o = rumqttc::v5::MqttOptions::new("expiring", addr.ip().to_string(), addr.port());
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(300));
+        o
+    };
+    let mut sub = client5_with(opts()).await;
+    sub.wait(|e| matches!(e, E5::Incoming(P5::ConnAck(_))))
+        .await;
+    sub.client
+        .subscribe("exp/#", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    sub.wait(|e| matches!(e, E5::Incoming(P5::SubAck(_)))).await;
+    sub.client.disconnect().await.unwrap();
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut publ = client5(addr, "exp-pub").await;
+    publ.wait(|e| matches!(e, E5::Incoming(P5::ConnAck(_))))
+        .await;
+    for (topic, secs) in [("exp/short", 1), ("exp/long", 100)] {
+        let props = PublishProperties {
+            message_expiry_interval: Some(secs),
+            ..Default::default()
+        };
+        publ.client
+            .publish_with_properties(topic, Q5::AtLeastOnce, false, "x", props)
+            .await
+            .unwrap();
+        publ.wait(|e| matches!(e, E5::Incoming(P5::PubAck(_))))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut sub = client5_with(opts()).await;
+    let ev = sub
+        .wait(|e| matches!(e, E5::Incoming(P5::Publish(_))))
+        .await;
+    let E5::Incoming(P5::Publish(p)) = ev else {
+        unreachable!()
+    };
+    assert_eq!(
+        &p.topic[..],
+        b"exp/long",
+        "the 1 s message expired while offline"
+    );
+    let remaining = p.properties.unwrap().message_expiry_interval.unwrap();
+    assert!(
+        (50..=98).contains(&remaining),
+        "remaining lifetime {remaining}"
+    );
+    assert_eq!(
+        g.metrics()
+            .drops(ringway_mqtt_gateway::metrics::Drop::Expired),
+        1
+    );
+    g.shutdown().await.unwrap();
+}
