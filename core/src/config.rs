@@ -70,7 +70,9 @@ pub struct StreamConfig {
     pub replica: bool,
     /// Permission bits of created files (0600 by default; 0660 for group access).
     pub file_mode: u32,
-    /// How long a claim may stay uncommitted before readers may recover it, once its writer is dead.
+    /// How long a multi-writer claim (or a hole below the claim tail) may stay uncommitted before
+    /// a reader turns it into padding. It must exceed the longest time a live writer holds a
+    /// claim: a writer whose claim was recovered gets [`crate::Error::ClaimRecovered`] at commit.
     pub claim_timeout: Duration,
     /// How long a blocking cursor whose owner is gone keeps holding the writer back.
     pub cursor_timeout: Duration,

@@ -235,6 +235,11 @@ impl Reader {
         }
     }
 
+    /// Whether the stream is a ring (frames can be overwritten by a later lap while borrowed).
+    pub fn is_ring(&self) -> bool {
+        self.ring
+    }
+
     /// The next position this reader will read.
     pub fn position(&self) -> Position {
         Position(self.index * self.size + self.off)
@@ -286,6 +291,10 @@ impl Reader {
                     slice = slice.min(Duration::from_millis(1));
                 }
                 crate::notify::futex_wait(&n.futex, seq, slice);
+                if n.futex.load(Ordering::Acquire) != seq {
+                    // Woken: by a commit (then data is ready) or by `Stream::wake_readers`.
+                    return self.ready();
+                }
             }
         })();
         n.waiters.fetch_sub(1, Ordering::SeqCst);

@@ -160,6 +160,7 @@ impl ReplicaWriter {
 
     fn publish_tail(&self) {
         let m = self.shared.meta.get();
+        crate::notify::wake_waiters(&m.notify);
         m.writer
             .tail
             .store(self.seg.base() + self.off, Ordering::Release);

@@ -262,6 +262,15 @@ impl Stream {
         crate::Position(p)
     }
 
+    /// Wakes every reader of this stream blocked in [`crate::Reader::wait`] (in any process), e.g.
+    /// so an agent being stopped notices at once. Woken readers return `false` if nothing was
+    /// committed.
+    pub fn wake_readers(&self) {
+        let n = &self.shared.meta.get().notify;
+        n.futex.fetch_add(1, Ordering::Release);
+        crate::notify::futex_wake(&n.futex);
+    }
+
     /// Opens the stream's writer (exclusive unless the stream is multi-writer).
     pub fn writer(&self) -> Result<Writer> {
         Writer::open(self.shared.clone())

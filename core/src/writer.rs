@@ -516,6 +516,7 @@ impl Claim<'_> {
                 meta.writer
                     .tail
                     .fetch_max(pos + align_up(flen), Ordering::AcqRel);
+                crate::notify::wake_waiters(&meta.notify);
             }
         }
         Ok(Position(pos))

@@ -52,3 +52,44 @@ fn wait_returns_at_once_when_data_is_there() {
     let mut r = s.reader(Start::Beginning).unwrap();
     assert!(r.wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn wake_readers_interrupts_a_blocked_wait() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "w",
+        &StreamConfig::default().segment_size(1 << 20),
+    )
+    .unwrap();
+    let mut r = s.reader(Start::End).unwrap();
+    let s2 = s.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        s2.wake_readers();
+    });
+    let started = Instant::now();
+    assert!(!r.wait(Duration::from_secs(30)).unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "woken long before the timeout"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn multi_writer_commits_wake_blocked_readers() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default()
+        .segment_size(1 << 20)
+        .multi_writer(true);
+    let s = Stream::create(d.path(), "m", &cfg).unwrap();
+    let mut r = s.reader(Start::End).unwrap();
+    let s2 = s.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        s2.writer().unwrap().append(b"m").unwrap();
+    });
+    assert!(r.wait(Duration::from_secs(30)).unwrap());
+    t.join().unwrap();
+}
