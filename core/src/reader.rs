@@ -132,6 +132,8 @@ pub struct Reader {
     size: u64,
     ring: bool,
     multi: bool,
+    /// Check each frame's CRC32C when it carries one (on by default for CRC streams).
+    check_crc: bool,
     /// Where and since when the reader has been waiting on an unpublished frame.
     stall: Option<(u64, Instant)>,
 }
@@ -157,6 +159,7 @@ impl Reader {
         let mut r = Reader {
             ring: shared.config.ring_segments.is_some(),
             multi: shared.config.multi_writer,
+            check_crc: shared.config.crc,
             shared,
             seg: None,
             index: 0,
@@ -235,6 +238,12 @@ impl Reader {
         }
     }
 
+    /// Turns checking of per-frame CRC32C on or off (on by default for streams created with CRC).
+    /// A frame whose CRC does not match fails with [`Error::CorruptFrame`].
+    pub fn set_crc_check(&mut self, on: bool) {
+        self.check_crc = on;
+    }
+
     /// Whether the stream is a ring (frames can be overwritten by a later lap while borrowed).
     pub fn is_ring(&self) -> bool {
         self.ring
@@ -248,7 +257,9 @@ impl Reader {
     /// Moves the reader to another start.
     pub fn seek(&mut self, start: Start) -> Result<()> {
         let r = Reader::open(self.shared.clone(), start)?;
+        let check_crc = self.check_crc;
         *self = r;
+        self.check_crc = check_crc;
         Ok(())
     }
 
@@ -432,6 +443,23 @@ impl Reader {
                     return Err(
                         self.corrupt(crate::frame::FrameError::BadLength { len: len as u32 })
                     );
+                }
+                if self.check_crc {
+                    let flags = seg.slice(self.off + 9, 1)[0];
+                    if flags & crate::frame::FLAG_CRC != 0 {
+                        let b = seg.slice(self.off + 24, 4);
+                        let stored = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        let meta = seg.slice(self.off + HEADER_LEN as u64, meta_len);
+                        let po = payload_offset(meta_len) as u64;
+                        let payload = seg.slice(self.off + po, (len - po) as usize);
+                        let computed = crc32c::crc32c_append(crc32c::crc32c(meta), payload);
+                        if computed != stored {
+                            return Err(self.corrupt(crate::frame::FrameError::CrcMismatch {
+                                stored,
+                                computed,
+                            }));
+                        }
+                    }
                 }
                 self.stall = None;
                 Ok(Step::Frame(len))
