@@ -189,6 +189,11 @@ pub struct StorageConfig {
     /// Rebuild retained messages and the QoS 1 duplicate filter by reading routed streams from
     /// their oldest frame at start-up. Default true.
     pub scan_on_start: bool,
+    /// Every this many milliseconds the gateway msyncs the streams it writes (0 = never; the OS
+    /// writes back on its own). A process crash loses nothing that was acknowledged either way;
+    /// against power loss (streams on a disk, not /dev/shm) only flushed frames are safe.
+    /// Default 0.
+    pub flush_interval_ms: u64,
     /// Stream receiving messages that fail a route's validation, with the reason in the
     /// metadata's user property `ringway-dead-letter-reason`. Default `mqtt-dead-letter`.
     pub dead_letter_stream: String,
@@ -203,6 +208,7 @@ impl Default for StorageConfig {
             crc: true,
             poll_interval_us: 1000,
             scan_on_start: true,
+            flush_interval_ms: 0,
             dead_letter_stream: "mqtt-dead-letter".into(),
         }
     }

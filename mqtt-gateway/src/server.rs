@@ -173,6 +173,21 @@ impl Gateway {
                 }
             }));
         }
+        if broker.config.storage.flush_interval_ms > 0 {
+            let every = std::time::Duration::from_millis(broker.config.storage.flush_interval_ms);
+            let journal = broker.journal.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let j = journal.clone();
+                    match tokio::task::spawn_blocking(move || j.flush()).await {
+                        Ok(Err(e)) => log::error!("periodic flush failed: {e}"),
+                        Ok(Ok(())) | Err(_) => {}
+                    }
+                }
+            }));
+        }
         for b in broker.config.bridges.clone() {
             tasks.push(tokio::spawn(crate::bridge::run(
                 broker.clone(),
