@@ -181,9 +181,8 @@ impl Gateway {
                 loop {
                     tick.tick().await;
                     let j = journal.clone();
-                    match tokio::task::spawn_blocking(move || j.flush()).await {
-                        Ok(Err(e)) => log::error!("periodic flush failed: {e}"),
-                        Ok(Ok(())) | Err(_) => {}
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.flush()).await {
+                        log::error!("periodic flush failed: {e}");
                     }
                 }
             }));
