@@ -14,6 +14,8 @@ enum Request {
     Prepare(u64),
     /// Unmap a segment the writer left (munmap off the hot path).
     Retire(Segment),
+    /// Flush written data to storage every interval (`None`: stop).
+    FlushEvery(Option<std::time::Duration>),
 }
 
 /// Handle to the preparer thread.
@@ -33,15 +35,37 @@ impl Preparer {
         let thread = std::thread::Builder::new()
             .name(format!("ringway-prep-{}", shared.name))
             .spawn(move || {
-                while let Ok(req) = req_rx.recv() {
+                let mut flush_every: Option<std::time::Duration> = None;
+                let mut last_flush = std::time::Instant::now();
+                loop {
+                    let req = match flush_every {
+                        None => match req_rx.recv() {
+                            Ok(r) => Some(r),
+                            Err(_) => return,
+                        },
+                        Some(d) => {
+                            let wait = d.saturating_sub(last_flush.elapsed());
+                            match req_rx.recv_timeout(wait) {
+                                Ok(r) => Some(r),
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                            }
+                        }
+                    };
                     match req {
-                        Request::Prepare(index) => {
+                        Some(Request::Prepare(index)) => {
                             let r = prepare(&s, index);
                             if done_tx.send((index, r)).is_err() {
                                 return;
                             }
                         }
-                        Request::Retire(seg) => drop(seg),
+                        Some(Request::Retire(seg)) => drop(seg),
+                        Some(Request::FlushEvery(d)) => flush_every = d,
+                        None => {}
+                    }
+                    if flush_every.is_some_and(|d| last_flush.elapsed() >= d) {
+                        flush_current(&s);
+                        last_flush = std::time::Instant::now();
                     }
                 }
             })
@@ -64,6 +88,13 @@ impl Preparer {
             if self.thread.is_some() && tx.send(Request::Prepare(index)).is_ok() {
                 self.pending = Some(index);
             }
+        }
+    }
+
+    /// Sets the periodic background flush.
+    pub fn flush_every(&mut self, interval: Option<std::time::Duration>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request::FlushEvery(interval));
         }
     }
 
@@ -100,6 +131,28 @@ impl Drop for Preparer {
             let _ = t.join();
         }
     }
+}
+
+/// Writes the current and previous segment's dirty pages and the metadata to storage
+/// (`fdatasync` on the files: it covers pages dirtied through any mapping of them).
+fn flush_current(s: &Shared) {
+    let meta = s.meta.get();
+    let current = meta.retention.current_segment.load(Ordering::Acquire);
+    let tail = meta
+        .writer
+        .tail
+        .load(Ordering::Acquire)
+        .max(meta.claim.claim_tail.load(Ordering::Acquire));
+    for index in [current.saturating_sub(1), current] {
+        let path = segment_path(&s.dir, index, s.config.segment_size);
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = f.sync_data();
+        }
+    }
+    if let Ok(f) = std::fs::File::open(s.meta.path()) {
+        let _ = f.sync_data();
+    }
+    meta.writer.flushed.fetch_max(tail, Ordering::AcqRel);
 }
 
 /// Creates or recycles segment `index` and applies retention for a writer about to enter it.

@@ -339,6 +339,13 @@ impl Writer {
         Ok(())
     }
 
+    /// Flushes written data to storage in the background every `interval` (`None` turns it off),
+    /// so at most about one interval of data is lost on power failure, without an msync on the
+    /// append path.
+    pub fn set_flush_interval(&mut self, interval: Option<std::time::Duration>) {
+        self.preparer.flush_every(interval);
+    }
+
     /// Refreshes this writer's heartbeat without appending (for idle writers).
     pub fn heartbeat(&self) {
         let now = self.clock.now_ns();
