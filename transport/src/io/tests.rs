@@ -127,3 +127,11 @@ fn oversized_datagram_is_dropped_and_counted() {
         assert_eq!(r.counters().truncated, 1, "{backend:?}");
     }
 }
+
+#[test]
+fn socket_buffer_is_enlarged() {
+    let s = open_udp("127.0.0.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
+    let b = s.recv_buffer_size().unwrap();
+    eprintln!("SO_RCVBUF {b}");
+    assert!(b >= 1 << 20, "{b}");
+}

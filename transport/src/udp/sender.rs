@@ -107,7 +107,7 @@ pub struct UdpSender {
     session: u32,
     phase: Phase,
     live: Option<Box<dyn RawReader>>,
-    rtx: Option<Box<dyn RawReader>>,
+    rtx: Vec<Box<dyn RawReader>>,
     stash: VecDeque<(u64, Vec<u8>)>,
     sent: u64,
     acked: u64,
@@ -171,7 +171,7 @@ impl UdpSender {
                 last: None,
             },
             live: None,
-            rtx: None,
+            rtx: Vec::new(),
             stash: VecDeque::new(),
             sent: 0,
             acked: 0,
@@ -440,7 +440,7 @@ impl UdpSender {
             Err(e) => return Err(e),
         };
         self.live = Some(live);
-        self.rtx = None;
+        self.rtx.clear();
         self.stash.clear();
         self.naks.clear();
         self.recent.clear();
@@ -562,6 +562,62 @@ impl UdpSender {
         }
     }
 
+    /// Index of a retransmission reader positioned exactly at `start`: the pooled reader with
+    /// the largest position not after `start`, moved forward over the frames in between, or a
+    /// new one (opening a reader maps a segment, so the pool keeps a few). `None` when `start`
+    /// is not a frame boundary (a confused or hostile NAK).
+    fn rtx_reader(&mut self, start: u64) -> Result<Option<usize>> {
+        const POOL: usize = 4;
+        let best = self
+            .rtx
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.position() <= start)
+            .max_by_key(|(_, r)| r.position())
+            .map(|(i, _)| i);
+        let k = match best {
+            Some(k) => k,
+            None => {
+                let r = match self.source.reader_at(start) {
+                    Ok(r) => r,
+                    Err(Error::Lapped { requested, oldest }) => {
+                        let p = Packet::Error(ErrorPacket {
+                            code: ErrorCode::Lapped,
+                            a: requested,
+                            b: oldest,
+                        });
+                        self.send_control(&p)?;
+                        return Err(Error::Lapped { requested, oldest });
+                    }
+                    Err(e) => {
+                        log::debug!("ignoring NAK at {start}: {e}");
+                        return Ok(None);
+                    }
+                };
+                if self.rtx.len() >= POOL {
+                    // Evict the reader furthest behind: NAKs move forward with the receiver.
+                    if let Some(i) = (0..self.rtx.len()).min_by_key(|&i| self.rtx[i].position()) {
+                        self.rtx.swap_remove(i);
+                    }
+                }
+                self.rtx.push(r);
+                self.rtx.len() - 1
+            }
+        };
+        let r = &mut self.rtx[k];
+        while r.position() < start {
+            if r.poll_raw(1, &mut |_, _| {})? == 0 {
+                return Ok(None);
+            }
+        }
+        if r.position() != start {
+            log::debug!("ignoring NAK at {start}: not a frame boundary");
+            self.rtx.swap_remove(k);
+            return Ok(None);
+        }
+        Ok(Some(k))
+    }
+
     /// Answers queued NAKs from the journal.
     fn retransmit(&mut self, now: Instant) -> Result<bool> {
         while let Some((_, t)) = self.recent.front() {
@@ -573,6 +629,9 @@ impl UdpSender {
         }
         let mut budget = RTX_BUDGET;
         let mut any = false;
+        self.naks
+            .make_contiguous()
+            .sort_unstable_by_key(|r| r.start);
         while budget > 0 {
             let Some(r) = self.naks.pop_front() else {
                 break;
@@ -588,30 +647,10 @@ impl UdpSender {
                 continue;
             };
             self.recent.push_back((NakRange { start, end }, now));
-            let reuse = self.rtx.as_ref().is_some_and(|x| x.position() == start);
-            if !reuse {
-                match self.source.reader_at(start) {
-                    Ok(x) => self.rtx = Some(x),
-                    Err(Error::Lapped { requested, oldest }) => {
-                        let p = Packet::Error(ErrorPacket {
-                            code: ErrorCode::Lapped,
-                            a: requested,
-                            b: oldest,
-                        });
-                        self.send_control(&p)?;
-                        return Err(Error::Lapped { requested, oldest });
-                    }
-                    Err(e) => {
-                        // Not a frame boundary: a confused or hostile NAK. Ignore it.
-                        log::debug!("ignoring NAK {start}..{end}: {e}");
-                        self.rtx = None;
-                        continue;
-                    }
-                }
-            }
-            let Some(rtx) = self.rtx.as_mut() else {
+            let Some(k) = self.rtx_reader(start)? else {
                 continue;
             };
+            let rtx = &mut self.rtx[k];
             let before = self.packer.pending();
             loop {
                 let pos = rtx.position();
@@ -629,7 +668,7 @@ impl UdpSender {
                     Ok(n) => n,
                     Err(e) => {
                         self.packer.discard();
-                        self.rtx = None;
+                        self.rtx.clear();
                         return Err(e);
                     }
                 };
