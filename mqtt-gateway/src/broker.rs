@@ -17,6 +17,7 @@ use crate::journal::{Journal, JournalError, RecordRef};
 use crate::meta::{MessageProperties, MqttMeta};
 use crate::metrics::{Drop, Metrics};
 use crate::route::RouteTable;
+use crate::session_store;
 use crate::topic;
 
 /// A message on its way to subscribers, shared by all of them.
@@ -125,6 +126,8 @@ pub struct Session {
     /// connection reads it from the journal instead ([`Broker::catch_up`]) until it reaches
     /// the tailer, then hands back to live delivery.
     lag: Mutex<HashMap<Arc<str>, u64>>,
+    /// The session was written to the sessions log (so its removal must be logged too).
+    persisted: AtomicBool,
 }
 
 impl Session {
@@ -144,6 +147,7 @@ impl Session {
             subs: RwLock::new(Vec::new()),
             skip_live: Mutex::new(HashSet::new()),
             lag: Mutex::new(HashMap::new()),
+            persisted: AtomicBool::new(false),
         })
     }
 
@@ -351,6 +355,7 @@ impl Broker {
             self.metrics
                 .subscriptions
                 .fetch_sub(n as u64, Ordering::Relaxed);
+            self.forget_session(&old);
         }
         let session = Session::new(client_id, self.config.mqtt.max_queued_messages);
         session
@@ -398,7 +403,161 @@ impl Broker {
             self.metrics
                 .subscriptions
                 .fetch_sub(n as u64, Ordering::Relaxed);
+            self.rebuild_subscribers(&sessions);
+            drop(sessions);
+            self.forget_session(session);
         }
+    }
+
+    /// Logs the subscriptions of a persistent session (expiry > 0) in the sessions stream.
+    pub fn persist_session(&self, session: &Session) {
+        let expiry = session
+            .ctl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expiry_secs;
+        if expiry == 0 && !session.persisted.load(Ordering::Relaxed) {
+            return;
+        }
+        let record = if expiry == 0 {
+            session_store::Record::Delete(session.client_id.clone())
+        } else {
+            session_store::Record::Snapshot(session_store::StoredSession {
+                client_id: session.client_id.clone(),
+                expiry_secs: expiry,
+                subscriptions: session.subscriptions(),
+            })
+        };
+        match self
+            .journal
+            .append(&self.config.storage.sessions_stream, &[], &record.encode())
+        {
+            // Relaxed: only this flag is communicated, and only to later calls on this session.
+            Ok(_) => session.persisted.store(expiry != 0, Ordering::Relaxed),
+            Err(e) => log::error!("cannot log session {}: {e}", session.client_id),
+        }
+    }
+
+    /// Logs the end of a persisted session and deletes its cursors.
+    fn forget_session(&self, session: &Session) {
+        // Relaxed: see `persist_session`.
+        if !session.persisted.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let record = session_store::Record::Delete(session.client_id.clone()).encode();
+        if let Err(e) = self
+            .journal
+            .append(&self.config.storage.sessions_stream, &[], &record)
+        {
+            log::error!("cannot log end of session {}: {e}", session.client_id);
+        }
+        let name = session_store::cursor_name(&session.client_id);
+        for stream in self.routes.streams() {
+            if let Err(e) = self.journal.delete_cursor(stream, &name) {
+                log::warn!("cannot delete cursor {name} on {stream}: {e}");
+            }
+        }
+    }
+
+    /// A persistent session's connection ends: fold its queue back into journal positions
+    /// (so it costs no memory while offline and nothing is lost), and store them, including
+    /// unacknowledged messages, in its named cursors.
+    pub fn park_session(&self, session: &Session, data: &mut SessionData) {
+        let mut streams: Vec<&String> = self.routes.streams().iter().collect();
+        streams.sort();
+        let locks: Vec<Arc<Mutex<()>>> = streams.iter().map(|s| self.dispatch_lock(s)).collect();
+        let _guards: Vec<_> = locks
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut queued: HashMap<Arc<str>, u64> = HashMap::new();
+        while let Ok(o) = data.rx.try_recv() {
+            let e = queued.entry(o.msg.stream.clone()).or_insert(u64::MAX);
+            *e = (*e).min(o.msg.position);
+        }
+        let name = session_store::cursor_name(&session.client_id);
+        let mut lag = session.lag.lock().unwrap_or_else(|p| p.into_inner());
+        for stream in streams {
+            let key: Arc<str> = Arc::from(stream.as_str());
+            let mut resume = self.dispatched(stream);
+            if let Some(p) = lag.get(&key) {
+                resume = resume.min(*p);
+            }
+            if let Some(p) = queued.get(&key) {
+                resume = resume.min(*p);
+            }
+            lag.insert(key.clone(), resume);
+            let durable = data
+                .inflight
+                .values()
+                .filter_map(|i| match i {
+                    Inflight::Publish(o) if o.msg.stream == key => Some(o.msg.position),
+                    _ => None,
+                })
+                .fold(resume, u64::min);
+            if let Err(e) = self.journal.save_cursor(stream, &name, durable) {
+                log::error!("cannot store cursor {name} on {stream}: {e}");
+            }
+        }
+        drop(lag);
+        self.persist_session(session);
+    }
+
+    /// Start-up: recreates the persistent sessions logged in the sessions stream, offline,
+    /// positioned at their named cursors. Call after the tailers' start-up scan.
+    pub fn restore_sessions(self: &Arc<Self>) -> Result<usize, JournalError> {
+        let mut reader = self.journal.reader(
+            &self.config.storage.sessions_stream,
+            crate::journal::ReadFrom::Beginning,
+        )?;
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        while reader.poll(1024, &mut |r| records.push(r.payload.to_vec()))? > 0 {}
+        let stored = session_store::replay(records.iter().map(Vec::as_slice));
+        let count = stored.len();
+        for (client_id, s) in stored {
+            let session = Session::new(&client_id, self.config.mqtt.max_queued_messages);
+            session.persisted.store(true, Ordering::Relaxed);
+            {
+                let mut ctl = session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+                ctl.generation = 1;
+                ctl.expiry_secs = s.expiry_secs;
+            }
+            let n = s.subscriptions.len() as u64;
+            *session.subs.write().unwrap_or_else(|p| p.into_inner()) = s.subscriptions;
+            self.metrics.subscriptions.fetch_add(n, Ordering::Relaxed);
+            let name = session_store::cursor_name(&client_id);
+            {
+                let mut lag = session.lag.lock().unwrap_or_else(|p| p.into_inner());
+                for stream in self.routes.streams() {
+                    let at = self
+                        .journal
+                        .load_cursor(stream, &name)?
+                        .unwrap_or_else(|| self.dispatched(stream));
+                    lag.insert(Arc::from(stream.as_str()), at);
+                }
+            }
+            if s.expiry_secs != u32::MAX {
+                let (broker, session) = (self.clone(), session.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(u64::from(s.expiry_secs)))
+                        .await;
+                    let never_came_back = session
+                        .ctl
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .generation
+                        == 1;
+                    if never_came_back {
+                        broker.remove_session(&session);
+                    }
+                });
+            }
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.insert(client_id, session);
+        }
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_subscribers(&sessions);
+        Ok(count)
     }
 
     /// True when `session` is still the registered session of its client id.

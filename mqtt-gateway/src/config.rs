@@ -194,6 +194,9 @@ pub struct StorageConfig {
     /// against power loss (streams on a disk, not /dev/shm) only flushed frames are safe.
     /// Default 0.
     pub flush_interval_ms: u64,
+    /// Stream holding the subscriptions of persistent sessions (their read positions are named
+    /// cursors `mqtt:<client id>` on the routed streams). Default `mqtt-sessions`.
+    pub sessions_stream: String,
     /// Stream receiving messages that fail a route's validation, with the reason in the
     /// metadata's user property `ringway-dead-letter-reason`. Default `mqtt-dead-letter`.
     pub dead_letter_stream: String,
@@ -209,6 +212,7 @@ impl Default for StorageConfig {
             poll_interval_us: 1000,
             scan_on_start: true,
             flush_interval_ms: 0,
+            sessions_stream: "mqtt-sessions".into(),
             dead_letter_stream: "mqtt-dead-letter".into(),
         }
     }
@@ -371,6 +375,9 @@ impl Config {
             if !valid_stream_name(&r.stream) {
                 return bad(format!("route stream name {:?} is not valid", r.stream));
             }
+        }
+        if !valid_stream_name(&self.storage.sessions_stream) {
+            return bad("storage.sessions_stream is not a valid stream name".into());
         }
         if !valid_stream_name(&self.storage.dead_letter_stream) {
             return bad("storage.dead_letter_stream is not a valid stream name".into());

@@ -413,6 +413,13 @@ impl Conn {
             let _ = wr.write_all(&self.outbuf).await;
             self.outbuf.clear();
         }
+        let persistent_and_mine = {
+            let ctl = self.session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+            ctl.generation == self.generation && ctl.expiry_secs != 0
+        };
+        if persistent_and_mine {
+            self.broker.park_session(&self.session, &mut data);
+        }
         drop(data);
         self.finish(exit, &mut wr).await;
     }
@@ -644,6 +651,7 @@ impl Conn {
                     })
                     .collect();
                 self.out(Outbound::UnsubAck(pkid, codes));
+                self.broker.persist_session(&self.session);
             }
             Inbound::PingReq => self.out(Outbound::PingResp),
             Inbound::Disconnect {
@@ -766,6 +774,7 @@ impl Conn {
             }
         }
         self.out(Outbound::SubAck(pkid, codes));
+        self.broker.persist_session(&self.session);
     }
 }
 

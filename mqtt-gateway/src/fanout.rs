@@ -36,6 +36,9 @@ impl Fanout {
         broker
             .journal
             .ensure_stream(&broker.config.storage.dead_letter_stream)?;
+        broker
+            .journal
+            .ensure_stream(&broker.config.storage.sessions_stream)?;
         for stream in streams {
             let broker = broker.clone();
             let stop = stop.clone();

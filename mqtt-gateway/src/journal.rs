@@ -78,6 +78,16 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Makes appended frames durable against power loss (msync); a no-op for memory journals.
     fn flush(&self) -> Result<(), JournalError>;
+
+    /// Stores the durable named cursor `name` of `stream` at `position` (a frame boundary),
+    /// creating it if needed. A position retention already removed moves it to the oldest frame.
+    fn save_cursor(&self, stream: &str, name: &str, position: u64) -> Result<(), JournalError>;
+
+    /// The position of cursor `name` on `stream`, if it exists.
+    fn load_cursor(&self, stream: &str, name: &str) -> Result<Option<u64>, JournalError>;
+
+    /// Deletes cursor `name` of `stream` (no error when it does not exist).
+    fn delete_cursor(&self, stream: &str, name: &str) -> Result<(), JournalError>;
 }
 
 /// A cursor over one stream.
@@ -102,6 +112,7 @@ pub trait JournalReader: Send {
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     streams: RwLock<HashMap<String, Arc<MemStream>>>,
+    cursors: Mutex<HashMap<(String, String), u64>>,
     max_message_size: usize,
     max_records: usize,
 }
@@ -126,6 +137,7 @@ impl MemoryJournal {
     pub fn new(max_message_size: usize, max_records: usize) -> Self {
         MemoryJournal {
             streams: RwLock::default(),
+            cursors: Mutex::default(),
             max_message_size,
             max_records: max_records.max(1),
         }
@@ -207,6 +219,31 @@ impl Journal for MemoryJournal {
     }
 
     fn flush(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    fn save_cursor(&self, stream: &str, name: &str, position: u64) -> Result<(), JournalError> {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((stream.to_owned(), name.to_owned()), position);
+        Ok(())
+    }
+
+    fn load_cursor(&self, stream: &str, name: &str) -> Result<Option<u64>, JournalError> {
+        Ok(self
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(stream.to_owned(), name.to_owned()))
+            .copied())
+    }
+
+    fn delete_cursor(&self, stream: &str, name: &str) -> Result<(), JournalError> {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(stream.to_owned(), name.to_owned()));
         Ok(())
     }
 }

@@ -168,6 +168,45 @@ impl Journal for CoreJournal {
         }
         Ok(())
     }
+
+    fn save_cursor(&self, stream: &str, name: &str, position: u64) -> Result<(), JournalError> {
+        self.cursor_reset(stream, name, position)
+    }
+
+    fn load_cursor(&self, stream: &str, name: &str) -> Result<Option<u64>, JournalError> {
+        let e = self.entry(stream)?;
+        Ok(e.stream
+            .cursors()
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.position.0))
+    }
+
+    fn delete_cursor(&self, stream: &str, name: &str) -> Result<(), JournalError> {
+        let e = self.entry(stream)?;
+        match e.stream.cursor_delete(name) {
+            Ok(()) | Err(ringway_core::Error::CursorNotFound { .. }) => Ok(()),
+            Err(err) => Err(storage_err(stream, err)),
+        }
+    }
+}
+
+impl CoreJournal {
+    fn cursor_reset(&self, stream: &str, name: &str, position: u64) -> Result<(), JournalError> {
+        let e = self.entry(stream)?;
+        match e
+            .stream
+            .cursor_reset(name, Start::Position(Position(position)))
+        {
+            Ok(_) => Ok(()),
+            Err(ringway_core::Error::Lapped { .. }) => e
+                .stream
+                .cursor_reset(name, Start::Beginning)
+                .map(|_| ())
+                .map_err(|err| storage_err(stream, err)),
+            Err(err) => Err(storage_err(stream, err)),
+        }
+    }
 }
 
 struct CoreReader {
@@ -239,5 +278,13 @@ mod tests {
             Err(JournalError::TooLarge { .. })
         ));
         j.flush().unwrap();
+        assert_eq!(j.load_cursor("s", "mqtt:c1").unwrap(), None);
+        j.save_cursor("s", "mqtt:c1", p1).unwrap();
+        assert_eq!(j.load_cursor("s", "mqtt:c1").unwrap(), Some(p1));
+        let again = CoreJournal::new(&config).unwrap();
+        assert_eq!(again.load_cursor("s", "mqtt:c1").unwrap(), Some(p1));
+        j.delete_cursor("s", "mqtt:c1").unwrap();
+        j.delete_cursor("s", "mqtt:c1").unwrap();
+        assert_eq!(again.load_cursor("s", "mqtt:c1").unwrap(), None);
     }
 }

@@ -74,9 +74,12 @@
 //!   DISCONNECT 0x04; MQTT 5 will delay is honoured and cancelled by a reconnect.
 //! - **Persistent sessions** (3.1.1 clean-session 0, MQTT 5 session expiry) keep subscriptions,
 //!   unacknowledged outbound messages (resent with DUP on reconnect), pending QoS 2 ids and the
-//!   bounded queue of QoS 1/2 messages while offline; beyond the queue, the reconnecting client
-//!   is served from the journal (position kept in memory). Missing: sessions surviving a
-//!   gateway restart (needs durable named cursors in ringway-core).
+//!   pending QoS 2 ids. When such a client goes away its queue is folded back into a journal
+//!   position per stream, stored as a ringway-core **named cursor** (`mqtt:<client id>`), and its
+//!   subscriptions are logged in the `mqtt-sessions` stream ([`session_store`]); while offline it
+//!   costs no queue memory, and on reconnect — also after a gateway restart — it is served what
+//!   it missed from the journal. After a crash (no clean disconnect) delivery resumes from the
+//!   last stored position: at least once.
 //! - Malformed packets close only their connection (MQTT 5: DISCONNECT 0x81/0x82/0x95 first).
 //!
 //! TLS (crate feature `tls`, off by default): a `[tls]` listener with rustls (ring provider),
@@ -101,6 +104,7 @@ pub mod meta;
 pub mod metrics;
 pub mod route;
 pub mod server;
+pub mod session_store;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topic;

@@ -146,6 +146,10 @@ impl Gateway {
                     message: format!("tailer start-up failed: {e}"),
                 })
             })??;
+        let restored = broker.restore_sessions()?;
+        if restored > 0 {
+            log::info!("restored {restored} persistent sessions");
+        }
         let (shutdown_tx, _) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut mqtt_addrs = Vec::new();
@@ -307,8 +311,15 @@ impl Gateway {
     /// the journal.
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
         let _ = self.shutdown_tx.send(true);
-        // Let connections write their DISCONNECT and wills, and bridges disconnect.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Let connections write their DISCONNECT and wills and park their sessions (up to 2 s),
+        // and bridges disconnect.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        while self.broker.metrics.connections.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         for t in self.tasks.drain(..) {
             t.abort();
         }

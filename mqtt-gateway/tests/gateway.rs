@@ -802,3 +802,61 @@ async fn v5_message_expiry_drops_stale_messages_and_counts_down() {
     );
     g.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_survive_a_gateway_restart_via_named_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, addr) = start(config(dir.path())).await;
+    let mut c = client4(addr, "durable", false).await;
+    c.subscribe("d/#", QoS::AtLeastOnce).await;
+    let publ = client4(addr, "dp", true).await;
+    publ.client
+        .publish("d/0", QoS::AtLeastOnce, false, "before")
+        .await
+        .unwrap();
+    assert_eq!(&c.next_publish().await.payload[..], b"before");
+    c.client.disconnect().await.unwrap();
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.handshake(&connect4("dp2", true, None)).await;
+    for i in 1..=3u16 {
+        raw.send(&publish4(
+            "d/x",
+            1,
+            i,
+            false,
+            false,
+            format!("missed-{i}").as_bytes(),
+        ))
+        .await;
+        raw.recv().await.unwrap();
+    }
+    drop(raw);
+    drop(publ);
+    g.shutdown().await.unwrap();
+    // The position is a named cursor on the stream, visible to any ringway-core user.
+    let stream = ringway_core::Stream::open(dir.path(), "mqtt").unwrap();
+    assert!(stream.cursors().iter().any(|c| c.name == "mqtt:durable"));
+
+    let (g, addr) = start(config(dir.path())).await;
+    assert_eq!(g.status().sessions, 1, "session restored");
+    let mut c = client4(addr, "durable", false).await;
+    for i in 1..=3 {
+        let p = c.next_publish().await;
+        assert_eq!(&p.payload[..], format!("missed-{i}").as_bytes());
+    }
+    // A clean session ends it: log entry and cursor are removed.
+    c.client.disconnect().await.unwrap();
+    drop(c);
+    let mut clean = Raw::connect(addr).await;
+    clean.handshake(&connect4("durable", true, None)).await;
+    clean.send(&[0xE0, 0]).await;
+    assert!(clean.recv().await.is_none());
+    g.shutdown().await.unwrap();
+    let stream = ringway_core::Stream::open(dir.path(), "mqtt").unwrap();
+    assert!(!stream.cursors().iter().any(|c| c.name == "mqtt:durable"));
+    let (g, _) = start(config(dir.path())).await;
+    assert_eq!(g.status().sessions, 0);
+    g.shutdown().await.unwrap();
+}
