@@ -134,6 +134,8 @@ pub struct Reader {
     multi: bool,
     /// Check each frame's CRC32C when it carries one (on by default for CRC streams).
     check_crc: bool,
+    /// The reader has moved from one segment into the next (so it streams: pre-fault mappings).
+    streamed: bool,
     /// Where and since when the reader has been waiting on an unpublished frame.
     stall: Option<(u64, Instant)>,
 }
@@ -160,6 +162,7 @@ impl Reader {
             ring: shared.config.ring_segments.is_some(),
             multi: shared.config.multi_writer,
             check_crc: shared.config.crc,
+            streamed: false,
             shared,
             seg: None,
             index: 0,
@@ -413,6 +416,7 @@ impl Reader {
         if self.off >= self.size {
             self.index += 1;
             self.off = 0;
+            self.streamed = true;
             // The old mapping is dropped when the next step maps the new segment.
         }
     }
@@ -523,7 +527,10 @@ impl Reader {
     /// Maps the reader's segment; `false` if it does not exist yet.
     fn map_segment(&mut self) -> Result<bool> {
         self.seg = None;
-        match Segment::open(&self.shared.dir, self.index, self.size, false)? {
+        // The segment a reader starts in is mapped lazily (a reader opened to fetch a few frames
+        // should not fault in a whole segment); segments it streams into are pre-faulted.
+        let populate = self.streamed;
+        match Segment::open_with(&self.shared.dir, self.index, self.size, false, populate)? {
             Some(s) => {
                 self.seg = Some(s);
                 Ok(true)

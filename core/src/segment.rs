@@ -169,8 +169,20 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Maps existing segment `index`; `Ok(None)` if the file does not exist.
+    /// Maps existing segment `index`, page tables populated; `Ok(None)` if the file does not exist.
     pub fn open(dir: &Path, index: u64, size: u64, writable: bool) -> Result<Option<Segment>> {
+        Self::open_with(dir, index, size, writable, true)
+    }
+
+    /// As [`Segment::open`]; `populate` pre-faults the whole mapping (worth it for a reader that
+    /// will stream through the segment, not for one that reads a few frames).
+    pub fn open_with(
+        dir: &Path,
+        index: u64,
+        size: u64,
+        writable: bool,
+        populate: bool,
+    ) -> Result<Option<Segment>> {
         let path = segment_path(dir, index, size);
         let file = match std::fs::OpenOptions::new()
             .read(true)
@@ -197,7 +209,9 @@ impl Segment {
             });
         }
         let mut opts = MmapOptions::new();
-        opts.populate();
+        if populate {
+            opts.populate();
+        }
         let map = if writable {
             opts.map_raw(&file)
         } else {

@@ -374,6 +374,13 @@ fn retention_deleted_positions_are_lapped() {
         i += 1;
     }
     let first = stream.first_position();
+    // Retention advances the first position before it unlinks the files (in the writer's
+    // background thread): wait for the unlink so the reader below meets a missing segment.
+    let seg1 = root.path().join("s").join(format!("{:020}.seg", SEGMENT));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seg1.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     match stream.reader(Start::Position(Position(8 * 100))) {
         Err(Error::Lapped { requested, oldest }) => {
             assert_eq!((requested, oldest), (Position(800), first));
