@@ -365,6 +365,13 @@ impl Config {
                 "storage.segment_size must be a power of two within 64 KiB..512 MiB".into(),
             );
         }
+        if self.mqtt.max_packet_size as u64 + crate::journal_core::META_ROOM > seg / 4 {
+            return bad(format!(
+                "mqtt.max_packet_size {} does not fit a stream message (at most segment_size/4 - 64 KiB = {})",
+                self.mqtt.max_packet_size,
+                (seg / 4).saturating_sub(crate::journal_core::META_ROOM)
+            ));
+        }
         for r in &self.routes {
             if !topic::valid_filter(&r.filter) {
                 return bad(format!(
@@ -501,6 +508,11 @@ mod tests {
         assert!(e.to_string().contains("max_inflight"), "{e}");
         let e = Config::from_toml("[mqtt]\nlisten = [\"nonsense\"]\n").unwrap_err();
         assert!(matches!(e, ConfigError::Parse(_)));
+        let e = Config::from_toml("[storage]\nsegment_size = 1048576\n").unwrap_err();
+        assert!(
+            e.to_string().contains("does not fit a stream message"),
+            "{e}"
+        );
         let e = Config::from_toml("[mqtt]\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::from_toml("[[route]]\nfilter = \"a/#/b\"\nstream = \"x\"\n").unwrap_err();

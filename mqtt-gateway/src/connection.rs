@@ -84,7 +84,8 @@ async fn serve_halves<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let mut inbuf = BytesMut::with_capacity(4096);
+    // Small at first (idle connections stay cheap); grows geometrically for large packets.
+    let mut inbuf = BytesMut::with_capacity(256);
     let max = broker.config.mqtt.max_packet_size;
     let deadline = Duration::from_secs(broker.config.mqtt.connect_timeout_secs.max(1));
     let first = tokio::time::timeout(deadline, read_connect(&mut rd, &mut inbuf, max)).await;
@@ -714,7 +715,8 @@ impl Conn {
             StoreOutcome::TooLarge => 0x97,
             StoreOutcome::Failed => 0x80,
         };
-        if p.qos > 0 && outcome == StoreOutcome::Failed && !v5 {
+        let not_stored = matches!(outcome, StoreOutcome::Failed | StoreOutcome::TooLarge);
+        if p.qos > 0 && not_stored && !v5 {
             return Err(Exit::StorageFailed);
         }
         match p.qos {

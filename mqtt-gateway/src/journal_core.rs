@@ -18,7 +18,7 @@ use crate::journal::{Journal, JournalError, JournalReader, ReadFrom, RecordRef};
 pub const MQTT_TYPE_ID: u32 = 0;
 
 /// Room reserved for MQTT metadata on top of the largest packet.
-const META_ROOM: u64 = 64 << 10;
+pub const META_ROOM: u64 = 64 << 10;
 
 /// ringway-core streams under one root directory.
 pub struct CoreJournal {
@@ -66,9 +66,8 @@ impl CoreJournal {
             stream: "-".into(),
             message: format!("cannot create {}: {e}", root.display()),
         })?;
-        let max_message = (config.mqtt.max_packet_size as u64 + META_ROOM)
-            .min(config.storage.segment_size / 4)
-            .min(u64::from(u32::MAX)) as u32;
+        // `Config::validate` guarantees max_packet_size + META_ROOM <= segment_size / 4.
+        let max_message = (config.storage.segment_size / 4).min(u64::from(u32::MAX)) as u32;
         let stream_config = StreamConfig::default()
             .segment_size(config.storage.segment_size)
             .max_message_size(max_message)
@@ -254,6 +253,7 @@ mod tests {
         let mut config = Config::default();
         config.storage.dir = Some(dir.path().to_owned());
         config.storage.segment_size = 1 << 20;
+        config.mqtt.max_packet_size = 128 << 10;
         let j = CoreJournal::new(&config).unwrap();
         let mut rd = j.reader("s", ReadFrom::Beginning).unwrap();
         let p0 = j.append("s", b"MQmeta", b"\x00\x01payload").unwrap();
@@ -272,7 +272,7 @@ mod tests {
         );
         assert_eq!(seen[1].2, b"second".to_vec());
         assert_eq!(rd.position(), j.append("s", b"", b"x").unwrap());
-        let too_big = vec![0u8; config.mqtt.max_packet_size + (128 << 10)];
+        let too_big = vec![0u8; 300 << 10];
         assert!(matches!(
             j.append("s", b"", &too_big),
             Err(JournalError::TooLarge { .. })

@@ -860,3 +860,27 @@ async fn persistent_sessions_survive_a_gateway_restart_via_named_cursors() {
     assert_eq!(g.status().sessions, 0);
     g.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_binary_payloads_pass_through_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.storage.segment_size = 4 << 20;
+    cfg.mqtt.max_packet_size = 512 << 10;
+    let (g, addr) = start(cfg).await;
+    let mut sub = Raw::connect(addr).await;
+    sub.handshake(&connect4("big-sub", true, None)).await;
+    sub.send(&subscribe4(1, "big", 0)).await;
+    assert_eq!(sub.recv().await.unwrap().0, 0x90);
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut publ = Raw::connect(addr).await;
+    publ.handshake(&connect4("big-pub", true, None)).await;
+    publ.send(&publish4("big", 1, 1, false, false, &payload))
+        .await;
+    assert_eq!(publ.recv().await.unwrap().0, 0x40);
+    let (first, body) = sub.recv().await.unwrap();
+    assert_eq!(first, 0x30);
+    assert_eq!(&body[2 + 3..], &payload[..]);
+    assert_eq!(frames(dir.path(), "mqtt")[0].1, payload);
+    g.shutdown().await.unwrap();
+}

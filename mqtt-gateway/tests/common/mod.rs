@@ -20,6 +20,7 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     c.storage.dir = Some(dir.to_owned());
     c.storage.segment_size = 1 << 20;
+    c.mqtt.max_packet_size = 128 << 10;
     c.storage.poll_interval_us = 200;
     c
 }
