@@ -386,6 +386,13 @@ impl Config {
         if !valid_stream_name(&self.storage.sessions_stream) {
             return bad("storage.sessions_stream is not a valid stream name".into());
         }
+        if self
+            .routes
+            .iter()
+            .any(|r| r.stream == self.storage.sessions_stream)
+        {
+            return bad("a route may not write to storage.sessions_stream".into());
+        }
         if !valid_stream_name(&self.storage.dead_letter_stream) {
             return bad("storage.dead_letter_stream is not a valid stream name".into());
         }
@@ -513,6 +520,9 @@ mod tests {
             e.to_string().contains("does not fit a stream message"),
             "{e}"
         );
+        let e = Config::from_toml("[[route]]\nfilter = \"#\"\nstream = \"mqtt-sessions\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("sessions_stream"), "{e}");
         let e = Config::from_toml("[mqtt]\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::from_toml("[[route]]\nfilter = \"a/#/b\"\nstream = \"x\"\n").unwrap_err();
