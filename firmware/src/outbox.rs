@@ -211,6 +211,11 @@ impl<M: RawMutex, const N: usize, K: Copy> Outbox<M, N, K> {
         })
     }
 
+    /// Readings that can be submitted before the overflow policy has to drop one.
+    pub fn free_slots(&self) -> usize {
+        self.with(|inner| N - inner.ring.len())
+    }
+
     /// Readings not yet acknowledged by the broker.
     pub fn pending(&self) -> usize {
         self.with(|inner| {
@@ -376,6 +381,7 @@ mod tests {
         assert_eq!((t.device_id, t.boot_id, t.seq), (DeviceId(3), 9, 0));
         assert_eq!(o.stats().submitted, 5);
         assert_eq!(o.pending(), 5);
+        assert_eq!(o.free_slots(), 3);
     }
 
     #[test]

@@ -79,6 +79,14 @@ pub enum SessionError {
     Topic(TopicError),
     /// The MQTT client rejected the configuration (client id too long, bad will, buffers).
     Config,
+    /// `SessionBuffers::mqtt_tx` cannot hold one telemetry PUBLISH next to the client's
+    /// reserved space.
+    BuffersTooSmall {
+        /// Bytes one PUBLISH needs.
+        needed: usize,
+        /// Largest packet the buffer can take.
+        available: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +180,14 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
             Err(_) => return SessionError::Config,
         };
         let mut mqtt = minimq::Session::new(mqtt_config);
+        // A telemetry PUBLISH must fit the client's buffers, or nothing would ever be sent.
+        let publish_size = TELEMETRY_WIRE_SIZE + self.topics.telemetry.len() + 16;
+        if mqtt.max_tx_packet_size() < publish_size {
+            return SessionError::BuffersTooSmall {
+                needed: publish_size,
+                available: mqtt.max_tx_packet_size(),
+            };
+        }
         let mut backoff = Backoff::new(self.config.backoff, self.outbox.device_id().0);
         let mut commands = CommandFilter::new(self.outbox.device_id());
         let mut wire = WireBuf::<TELEMETRY_WIRE_SIZE>::new();

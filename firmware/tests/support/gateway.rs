@@ -24,6 +24,7 @@ fn config(dir: &Path) -> Config {
         r#"
 [mqtt]
 listen = ["192.0.2.1:1883"]
+max_packet_size = 65536
 
 [storage]
 dir = "{}"

@@ -101,7 +101,7 @@ async fn sensor_task(
     let start = embassy_time::Instant::now();
     for i in 0..readings {
         if period_us == 0 {
-            while outbox.pending() >= RING {
+            while outbox.free_slots() == 0 {
                 Timer::after(Duration::from_micros(200)).await;
             }
         } else {
