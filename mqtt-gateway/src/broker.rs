@@ -405,6 +405,11 @@ impl Broker {
                 .fetch_sub(n as u64, Ordering::Relaxed);
             self.rebuild_subscribers(&sessions);
             drop(sessions);
+            // Only a resumed session can resend with DUP: the filter entries go with it.
+            self.dedup
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&session.client_id);
             self.forget_session(session);
         }
     }
@@ -557,6 +562,12 @@ impl Broker {
         }
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         self.rebuild_subscribers(&sessions);
+        // The start-up scan saw every publisher in the streams; only clients with a persistent
+        // session can resend with DUP after the restart, so keep just theirs.
+        self.dedup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|client, _| sessions.contains_key(client));
         Ok(count)
     }
 

@@ -47,8 +47,9 @@
 //!
 //! - **QoS 0** appended, never acknowledged. **QoS 1**: PUBACK after the append; a redelivery
 //!   (DUP set, same client id, packet id, topic and payload as the last one stored for that id)
-//!   is acknowledged without a second append. The filter is rebuilt from the streams at start-up,
-//!   so it survives restarts. **QoS 2**: the message is appended when the PUBLISH arrives, PUBREC
+//!   is acknowledged without a second append. The filter is rebuilt from the streams at start-up
+//!   for the persistent sessions (only they can resend with DUP), so it survives restarts, and it
+//!   is dropped with its session. **QoS 2**: the message is appended when the PUBLISH arrives, PUBREC
 //!   follows; the packet id is remembered until PUBREL, so a resent PUBLISH is not appended twice
 //!   (exactly once into the stream). Outbound QoS 1/2 follow the spec flows with a bounded
 //!   inflight window (`mqtt.max_inflight`, lowered by an MQTT 5 client's Receive Maximum).
