@@ -884,3 +884,56 @@ async fn large_binary_payloads_pass_through_verbatim() {
     assert_eq!(frames(dir.path(), "mqtt")[0].1, payload);
     g.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_expiry_closes_the_connection_and_publishes_the_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, addr) = start(config(dir.path())).await;
+    let mut watcher = client4(addr, "ka-watch", true).await;
+    watcher.subscribe("ka/#", QoS::AtLeastOnce).await;
+    let mut silent = Raw::connect(addr).await;
+    silent
+        .handshake(&connect4_ka(
+            "silent",
+            true,
+            Some(("ka/silent", b"timed out", 1, false)),
+            1,
+        ))
+        .await;
+    // No PINGREQ: the server closes after 1.5 x keep-alive.
+    assert!(silent.recv().await.is_none());
+    let p = watcher.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("ka/silent", &b"timed out"[..])
+    );
+    // Keep-alive 0 (3.1.1: no timeout) is accepted.
+    let mut zero = Raw::connect(addr).await;
+    zero.handshake(&connect4_ka("zero", true, None, 0)).await;
+    zero.send(&[0xC0, 0]).await;
+    assert_eq!(zero.recv().await.unwrap(), (0xD0, vec![]));
+    g.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rate_limit_refuses_bursts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.mqtt.max_connect_rate = 3;
+    let (g, addr) = start(cfg).await;
+    let mut refused = 0;
+    for i in 0..12 {
+        let mut c = Raw::connect(addr).await;
+        c.send(&connect4(&format!("burst-{i}"), true, None)).await;
+        let (first, body) = c.recv().await.unwrap();
+        assert_eq!(first, 0x20);
+        if body[1] == 3 {
+            refused += 1;
+        } else {
+            assert_eq!(body[1], 0);
+        }
+    }
+    // At most 3 per one-second window: all 12 could only pass if the burst took over 3 s.
+    assert!(refused >= 1, "some CONNECTs of the burst were refused");
+    g.shutdown().await.unwrap();
+}

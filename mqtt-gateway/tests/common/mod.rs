@@ -187,8 +187,18 @@ fn string(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(s);
 }
 
-/// CONNECT (3.1.1) with optional will (topic, payload, qos, retain).
+/// CONNECT (3.1.1) with optional will (topic, payload, qos, retain), keep-alive 30 s.
 pub fn connect4(id: &str, clean: bool, will: Option<(&str, &[u8], u8, bool)>) -> Vec<u8> {
+    connect4_ka(id, clean, will, 30)
+}
+
+/// CONNECT (3.1.1) with an explicit keep-alive in seconds.
+pub fn connect4_ka(
+    id: &str,
+    clean: bool,
+    will: Option<(&str, &[u8], u8, bool)>,
+    keep_alive: u16,
+) -> Vec<u8> {
     let mut b = Vec::new();
     string(b"MQTT", &mut b);
     b.push(4);
@@ -197,7 +207,7 @@ pub fn connect4(id: &str, clean: bool, will: Option<(&str, &[u8], u8, bool)>) ->
         flags |= 4 | (q << 3) | if r { 0x20 } else { 0 };
     }
     b.push(flags);
-    b.extend_from_slice(&30u16.to_be_bytes());
+    b.extend_from_slice(&keep_alive.to_be_bytes());
     string(id.as_bytes(), &mut b);
     if let Some((t, p, _, _)) = will {
         string(t.as_bytes(), &mut b);
