@@ -328,6 +328,7 @@ impl Broker {
 
     /// A fresh client identifier for MQTT 5 clients that sent an empty one.
     pub fn assign_client_id(&self) -> String {
+        // Relaxed: only uniqueness matters, which the atomic increment gives in any ordering.
         format!(
             "ringway-{}-{}",
             std::process::id(),

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let version = if selector & 1 == 0 { Version::V311 } else { Version::V5 };
+    let version = if selector & 1 == 0 {
+        Version::V311
+    } else {
+        Version::V5
+    };
     let mut connect_buf = BytesMut::from(rest);
     let _ = codec::decode_connect(&mut connect_buf, version, 1 << 16);
 
