@@ -336,3 +336,96 @@ impl<'a, M: RawMutex, const N: usize, const WINDOW: usize> Session<'a, M, N, WIN
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OverflowPolicy;
+    use crate::wire::DeviceId;
+    use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
+    use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
+    use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    // The std time driver's queue needs the executor's timer-queue hooks at link time.
+    use embassy_executor as _;
+
+    /// A network driver that never delivers anything.
+    struct Silent;
+    struct Tok;
+
+    impl embassy_net_driver::RxToken for Tok {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, f: F) -> R {
+            f(&mut [])
+        }
+    }
+
+    impl embassy_net_driver::TxToken for Tok {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+            f(&mut vec![0; len])
+        }
+    }
+
+    impl embassy_net_driver::Driver for Silent {
+        type RxToken<'a> = Tok;
+        type TxToken<'a> = Tok;
+        fn receive(&mut self, _: &mut core::task::Context) -> Option<(Tok, Tok)> {
+            None
+        }
+        fn transmit(&mut self, _: &mut core::task::Context) -> Option<Tok> {
+            Some(Tok)
+        }
+        fn link_state(&mut self, _: &mut core::task::Context) -> LinkState {
+            LinkState::Up
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn hardware_address(&self) -> HardwareAddress {
+            HardwareAddress::Ethernet([2, 0, 0, 0, 0, 1])
+        }
+    }
+
+    fn run_with(mqtt_tx: usize, prefix: &'static str) -> SessionError {
+        let resources = Box::leak(Box::new(StackResources::<2>::new()));
+        let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+            address: Ipv4Cidr::new(Ipv4Address::new(192, 0, 2, 9), 24),
+            gateway: None,
+            dns_servers: Default::default(),
+        });
+        let (stack, _runner) = embassy_net::new(Silent, config, resources, 1);
+        let outbox: &'static Outbox<NoopRawMutex, 4> = Box::leak(Box::new(Outbox::new(
+            DeviceId(1),
+            0,
+            OverflowPolicy::DropOldest,
+        )));
+        let mut cfg = SessionConfig::new((Ipv4Address::new(192, 0, 2, 1), 1883).into());
+        cfg.topic_prefix = prefix;
+        let mut session = match Session::<_, 4, 2>::new(stack, outbox, cfg) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let buffers = SessionBuffers {
+            tcp_rx: Box::leak(vec![0; 256].into_boxed_slice()),
+            tcp_tx: Box::leak(vec![0; 256].into_boxed_slice()),
+            mqtt_rx: Box::leak(vec![0; 256].into_boxed_slice()),
+            mqtt_tx: Box::leak(vec![0; mqtt_tx].into_boxed_slice()),
+        };
+        let mut handler = |_: &crate::wire::ArchivedCommand| {};
+        embassy_futures::block_on(session.run(buffers, &mut handler))
+    }
+
+    #[test]
+    fn too_small_mqtt_buffer_is_a_typed_error() {
+        assert!(matches!(
+            run_with(64, "devices"),
+            SessionError::BuffersTooSmall { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_topic_prefix_is_a_typed_error() {
+        assert_eq!(
+            run_with(4096, "dev/+"),
+            SessionError::Topic(TopicError::InvalidPrefix)
+        );
+    }
+}
