@@ -12,7 +12,7 @@ pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs online.
     pub cores: usize,
-    /// Logical CPUs this process may run on.
+    /// Logical CPUs this process could run on when the run started (before pinning).
     pub cores_allowed: usize,
     /// Kernel release (`uname -r`).
     pub kernel: String,

@@ -43,6 +43,8 @@ pub struct Env {
     pub warmup: u64,
     /// Timeout of a wait on the other side.
     pub timeout: Duration,
+    /// CPUs this process could use before any pinning.
+    pub cores_allowed: usize,
 }
 
 impl Env {
@@ -51,6 +53,9 @@ impl Env {
         if common.iterations() == 0 {
             return Err(BenchError::Usage("--iterations must be at least 1".into()));
         }
+        let cores_allowed = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
         let timer = Timer::new();
         let overhead = timer.measure_overhead(if common.quick { 100_000 } else { 1_000_000 });
         let (a, b) = match (common.no_pin, common.cores) {
@@ -82,6 +87,7 @@ impl Env {
             iterations: common.iterations(),
             warmup: common.warmup(),
             timeout: Duration::from_secs(common.timeout_secs.max(1)),
+            cores_allowed,
         })
     }
 
@@ -103,7 +109,8 @@ impl Env {
 
     /// Builds the report of a finished scenario.
     pub fn report(self, scenario: &str, payload: usize, runs: Vec<SystemRun>) -> Report {
-        let machine = Machine::describe(self.pins, self.overhead);
+        let mut machine = Machine::describe(self.pins, self.overhead);
+        machine.cores_allowed = self.cores_allowed;
         Report::new(
             scenario,
             payload,

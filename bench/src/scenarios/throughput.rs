@@ -22,18 +22,20 @@ const THROUGHPUT_PEERS: &[&str] = &["crossbeam"];
 pub const DEFAULT_SIZES: &[usize] = &[8, 32, 128, 512, 2048, 8192, 32768, 65536];
 
 /// Bytes of payload moved per size, at most (keeps large sizes to a sensible count).
-const MAX_BYTES_PER_SIZE: u64 = 4 << 30;
+const MAX_BYTES_PER_SIZE: u64 = 1 << 30;
 
 /// Segment size of the throughput streams.
 const SEGMENT_SIZE: u64 = 16 << 20;
-/// Segments of the single-writer ring.
-const RING_SEGMENTS: u32 = 4;
 
-/// Messages written (and read) before timing starts: one full lap of the ring plus a segment, so that the timed
-/// part runs on recycled, already-mapped segments (the steady state of a long-running ring).
+/// Messages written (and read) before timing starts: two segments' worth, so that the timed part runs with the
+/// writer's segment preparer already ahead of the writer.
 fn warmup_messages(size: usize) -> u64 {
-    let frame = (32 + size as u64).div_ceil(8) * 8;
-    (SEGMENT_SIZE * (RING_SEGMENTS as u64 + 1)).div_ceil(frame)
+    (2 * SEGMENT_SIZE).div_ceil(frame_bytes(size))
+}
+
+/// Bytes a frame of `size` payload bytes occupies (32-byte header, 8-byte alignment).
+fn frame_bytes(size: usize) -> u64 {
+    (32 + size as u64).div_ceil(8) * 8
 }
 
 /// One measurement: messages, seconds, and the pinning of each thread.
@@ -109,9 +111,11 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
     let payload = 32;
     let mut report = env.report("throughput", payload, runs);
     report.notes.push(format!(
-        "messages per size: {} (capped at {} GiB of payload per size)",
+        "messages per size: {} (capped at {} GiB of payload per size); ringway: append-only stream whose retention \
+         holds the run, {} MiB segments pre-faulted by the writer's preparer, two segments written before timing",
         args.common.iterations.unwrap_or(default_count),
-        MAX_BYTES_PER_SIZE >> 30
+        MAX_BYTES_PER_SIZE >> 30,
+        SEGMENT_SIZE >> 20
     ));
     Ok(report)
 }
@@ -144,18 +148,17 @@ fn row(
     }
 }
 
-/// A ring of recycled segments for one writer; multi-writer streams are append-only (ringway-core allows several
-/// writers only there), with retention bounding /dev/shm use.
-fn stream_cfg(size: usize, writers: usize) -> StreamConfig {
-    let cfg = StreamConfig::default()
+/// An append-only stream whose retention keeps the whole run: a throughput figure must count every message, and
+/// a ring (which has no back-pressure: a slow reader is lapped, by design) would let the writer lap the reader.
+fn stream_cfg(size: usize, writers: usize, messages: u64) -> StreamConfig {
+    let bytes = (messages + warmup_messages(size) * writers as u64) * frame_bytes(size);
+    StreamConfig::default()
         .segment_size(SEGMENT_SIZE)
-        .max_message_size(size.max(64 << 10) as u32);
-    if writers > 1 {
-        cfg.multi_writer(true)
-            .retention(ringway_core::Retention::default().max_segments(16))
-    } else {
-        cfg.ring(RING_SEGMENTS)
-    }
+        .max_message_size(size.max(64 << 10) as u32)
+        .multi_writer(writers > 1)
+        .retention(
+            ringway_core::Retention::default().max_segments((bytes / SEGMENT_SIZE + 4) as u32),
+        )
 }
 
 fn ringway(
@@ -168,7 +171,7 @@ fn ringway(
     timeout: std::time::Duration,
 ) -> Result<Measured> {
     let err = |e: ringway_core::Error| BenchError::system("ringway", e);
-    let stream = Stream::create(dir, "tput", &stream_cfg(size, writers)).map_err(err)?;
+    let stream = Stream::create(dir, "tput", &stream_cfg(size, writers, count)).map_err(err)?;
     let per_writer = count / writers as u64;
     let total = per_writer * writers as u64;
     let warm_per_writer = warmup_messages(size) / writers as u64;
