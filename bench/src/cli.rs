@@ -102,6 +102,11 @@ pub struct PingpongArgs {
     /// Peers to measure besides Ringway and the limit: `all`, `none`, or a list such as `ringfire,uds`.
     #[arg(long, default_value = "all")]
     pub peers: String,
+    /// Rounds: every system runs once per round, in turn, with iterations/rounds recorded round trips each, and
+    /// its rounds are merged. Interleaving exposes every system to the same changes of the machine (a VM's vCPU
+    /// placement can change within seconds).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u64,
     /// How kernel-based peers (uds, tcp, udp, pipe) wait: busy-polling non-blocking reads, or blocking reads.
     #[arg(long, value_enum, default_value_t = WaitMode::Spin)]
     pub wait: WaitMode,

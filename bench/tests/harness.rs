@@ -137,6 +137,7 @@ fn pingpong_processes_lists_every_peer_and_writes_all_files() {
     let n = names(&v);
     for expected in [
         "limit",
+        "limit-log",
         "ringway",
         "ringfire",
         "iceoryx2",

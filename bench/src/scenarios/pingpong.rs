@@ -18,6 +18,7 @@ use crate::scenarios::{progress, Env};
 use crate::stats::{new_histogram, record};
 use crate::systems::crossbeam::Crossbeam;
 use crate::systems::limit::Limit;
+use crate::systems::limit_log::LimitLog;
 use crate::systems::pipe::Pipe;
 use crate::systems::ringway::Ringway;
 use crate::systems::tcp::Tcp;
@@ -36,42 +37,70 @@ pub fn run(args: &PingpongArgs) -> Result<Report> {
     let mut env = Env::new(&args.common)?;
     let core_a = env.core_a;
     env.pin("ping", core_a);
-    let systems = 2 + 1 + peers.len() as u64;
-    let pb = progress(systems * (env.iterations + env.warmup), args.common.quick);
+    let systems = 4 + peers.len() as u64;
+    let pb = progress(
+        systems * (env.iterations + env.warmup),
+        args.common.quick || env.iterations < 200_000,
+    );
+    let rounds = args.rounds.clamp(1, env.iterations);
     let mut d = Driver {
         args,
         pb: &pb,
         env: &mut env,
+        round: 0,
+        rounds,
     };
-    let mut runs = vec![d.run::<Limit>("limit")];
-    runs.push(d.run::<Ringway>("ringway"));
-    for p in &peers {
-        let r = match *p {
-            "ringfire" => crate::with_ringfire_size!(
-                args.common.payload,
-                T => d.run::<T>("ringfire"),
-                SystemRun::skipped(
-                    "ringfire",
-                    format!(
-                        "ringfire rings hold fixed-size items; payload {} B is not among the compiled sizes {:?}",
-                        args.common.payload,
-                        crate::systems::ringfire::SIZES
+    let mut runs: Vec<SystemRun> = Vec::new();
+    let mut round_limits = Vec::new();
+    for round in 0..rounds {
+        d.round = round;
+        let mut this = vec![d.run::<Limit>("limit"), d.run::<LimitLog>("limit-log")];
+        this.push(d.run::<Ringway>("ringway"));
+        for p in &peers {
+            let r = match *p {
+                "ringfire" => crate::with_ringfire_size!(
+                    args.common.payload,
+                    T => d.run::<T>("ringfire"),
+                    SystemRun::skipped(
+                        "ringfire",
+                        format!(
+                            "ringfire rings hold fixed-size items; payload {} B is not among the compiled sizes {:?}",
+                            args.common.payload,
+                            crate::systems::ringfire::SIZES
+                        )
                     )
-                )
-            ),
-            "iceoryx2" => d.iceoryx2(),
-            "crossbeam" => d.run::<Crossbeam>("crossbeam"),
-            "uds" => d.run::<Uds>("uds"),
-            "tcp" => d.run::<Tcp>("tcp"),
-            "udp" => d.run::<Udp>("udp"),
-            "pipe" => d.run::<Pipe>("pipe"),
-            other => SystemRun::skipped(other, "unknown peer"),
-        };
-        runs.push(r);
+                ),
+                "iceoryx2" => d.iceoryx2(),
+                "crossbeam" => d.run::<Crossbeam>("crossbeam"),
+                "uds" => d.run::<Uds>("uds"),
+                "tcp" => d.run::<Tcp>("tcp"),
+                "udp" => d.run::<Udp>("udp"),
+                "pipe" => d.run::<Pipe>("pipe"),
+                other => SystemRun::skipped(other, "unknown peer"),
+            };
+            this.push(r);
+        }
+        this.push(d.run::<Limit>("limit-after"));
+        round_limits.push(
+            [&this[0], this.last().expect("limit-after pushed")]
+                .iter()
+                .map(|r| r.result.p50_ns.map_or("-".to_string(), |v| v.to_string()))
+                .collect::<Vec<_>>()
+                .join("/"),
+        );
+        if runs.is_empty() {
+            runs = this;
+        } else {
+            for (acc, new) in runs.iter_mut().zip(this) {
+                merge(acc, new);
+            }
+        }
     }
-    runs.push(d.run::<Limit>("limit-after"));
     pb.finish_and_clear();
-    let mut notes = Vec::new();
+    let mut notes = vec![format!(
+        "{rounds} interleaved rounds; limit p50 before/after each round (ns): {}",
+        round_limits.join(", ")
+    )];
     let p50 = |name: &str| {
         runs.iter()
             .find(|r| r.result.name == name && r.result.is_ok())
@@ -97,6 +126,35 @@ struct Driver<'a> {
     args: &'a PingpongArgs,
     pb: &'a ProgressBar,
     env: &'a mut Env,
+    /// Current round (0-based).
+    round: u64,
+    /// Number of rounds.
+    rounds: u64,
+}
+
+/// Adds one round of a system to its accumulated result; a failed round makes the system skipped.
+fn merge(acc: &mut SystemRun, new: SystemRun) {
+    if !acc.result.is_ok() {
+        return;
+    }
+    match (acc.histogram.as_mut(), new.histogram) {
+        (Some(h), Some(n)) if new.result.is_ok() => {
+            if let Err(e) = h.add(&n) {
+                *acc = SystemRun::skipped(&acc.result.name, format!("merging rounds: {e:?}"));
+                return;
+            }
+            let mode = acc.result.mode.take();
+            let hist = acc.histogram.take().expect("matched Some above");
+            *acc = SystemRun::measured(&new.result.name, hist);
+            acc.result.mode = mode;
+        }
+        _ => {
+            *acc = SystemRun::skipped(
+                &new.result.name,
+                new.result.status.trim_start_matches("skipped: "),
+            );
+        }
+    }
 }
 
 /// The echo side, running in a thread or a child process.
@@ -118,11 +176,25 @@ impl Drop for ChildGuard {
 }
 
 impl Driver<'_> {
+    /// Warm-up and recorded round trips of the current round: the recorded ones are split across rounds (the
+    /// last takes the remainder); every round warms up with a share of the warm-up, at least 10,000 round trips.
+    fn per_round(&self) -> (u64, u64) {
+        let it = self.env.iterations / self.rounds
+            + if self.round + 1 == self.rounds {
+                self.env.iterations % self.rounds
+            } else {
+                0
+            };
+        let warm = (self.env.warmup / self.rounds).max(self.env.warmup.min(10_000));
+        (warm, it)
+    }
+
     fn ctx(&self, name: &str) -> Result<PingCtx> {
+        let (warm, it) = self.per_round();
         Ok(PingCtx {
             payload: self.args.common.payload,
-            count: self.env.iterations + self.env.warmup,
-            dir: self.env.subdir(name)?,
+            count: warm + it,
+            dir: self.env.subdir(&format!("{name}-{}", self.round))?,
             timeout: self.env.timeout,
             wait: self.args.wait,
         })
@@ -196,8 +268,8 @@ impl Driver<'_> {
     ) -> Result<hdrhistogram::Histogram<u64>> {
         let mut p = state.pinger(ctx)?;
         let timer = &self.env.timer;
-        let warmup = self.env.warmup;
-        let total = warmup + self.env.iterations;
+        let (warmup, iterations) = self.per_round();
+        let total = warmup + iterations;
         let mut hist = new_histogram();
         for seq in 1..=warmup {
             p.round_trip(seq)?;

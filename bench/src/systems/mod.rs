@@ -10,6 +10,7 @@ pub mod fdpair;
 #[cfg(feature = "iceoryx2")]
 pub mod iceoryx2;
 pub mod limit;
+pub mod limit_log;
 pub mod pipe;
 pub mod ringfire;
 pub mod ringway;
