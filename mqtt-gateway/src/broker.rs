@@ -13,12 +13,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{Authenticator, Identity};
 use crate::codec::Publish;
 use crate::config::Config;
+use crate::config::PayloadType;
 use crate::journal::{Journal, JournalError, RecordRef};
 use crate::meta::{MessageProperties, MqttMeta};
 use crate::metrics::{Drop, Metrics};
 use crate::route::RouteTable;
 use crate::session_store;
 use crate::topic;
+use ringway_core::wire::{
+    access_telemetry, WireBuf, WireError, TELEMETRY_TYPE_ID, TELEMETRY_WIRE_SIZE,
+    WIRE_SCHEMA_VERSION,
+};
 
 /// A message on its way to subscribers, shared by all of them.
 #[derive(Debug)]
@@ -230,6 +235,8 @@ pub struct Broker {
     subscribers: RwLock<Arc<Vec<Arc<Session>>>>,
     retained: RwLock<HashMap<String, RetainedEntry>>,
     dedup: Mutex<HashMap<String, HashMap<u16, u64>>>,
+    /// Per device: readings already stored (firmware sequence numbers).
+    devices: Mutex<HashMap<u64, SeqWindow>>,
     wakers: RwLock<HashMap<String, std::thread::Thread>>,
     /// Per stream: every frame below this position has been dispatched by its tailer.
     dispatched: RwLock<HashMap<String, Arc<AtomicU64>>>,
@@ -245,6 +252,72 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+/// (device id, boot id, sequence number) of a telemetry reading.
+type ReadingId = (u64, u32, u64);
+
+/// Validates a payload as a `ringway_core::wire::Telemetry` and returns its identity.
+fn telemetry_id(payload: &[u8]) -> Result<ReadingId, WireError> {
+    let mut buf = WireBuf::<TELEMETRY_WIRE_SIZE>::new();
+    let t = access_telemetry(buf.load(payload)?)?;
+    Ok((t.device_id(), t.boot_id(), t.seq()))
+}
+
+/// The sequence numbers of one device's current boot that were stored: everything up to
+/// `base`, plus a bitmap of the 256 numbers after it. Readings of an older boot, or more than
+/// 256 behind the newest, count as already stored (the firmware sends its outbox in order and
+/// retransmits only within its window).
+#[derive(Debug, Clone, Default)]
+pub struct SeqWindow {
+    boot: u32,
+    /// Every sequence number below `base` has been stored.
+    base: u64,
+    bits: [u64; 4],
+    started: bool,
+}
+
+impl SeqWindow {
+    fn contains(&self, boot: u32, seq: u64) -> bool {
+        if !self.started || boot != self.boot {
+            return false;
+        }
+        if seq < self.base {
+            return true;
+        }
+        let off = seq - self.base;
+        off < 256 && self.bits[(off / 64) as usize] & (1 << (off % 64)) != 0
+    }
+
+    fn insert(&mut self, boot: u32, seq: u64) {
+        if !self.started || boot != self.boot {
+            *self = SeqWindow {
+                boot,
+                base: seq,
+                bits: [0; 4],
+                started: true,
+            };
+        }
+        if seq < self.base {
+            return;
+        }
+        // Slide so that `seq` fits in the window.
+        while seq - self.base >= 256 {
+            self.shift(64);
+        }
+        let off = seq - self.base;
+        self.bits[(off / 64) as usize] |= 1 << (off % 64);
+        // Advance over a complete prefix.
+        while self.bits[0] == u64::MAX {
+            self.shift(64);
+        }
+    }
+
+    fn shift(&mut self, n: u64) {
+        debug_assert_eq!(n, 64);
+        self.bits = [self.bits[1], self.bits[2], self.bits[3], 0];
+        self.base += 64;
     }
 }
 
@@ -277,6 +350,7 @@ impl Broker {
             subscribers: RwLock::default(),
             retained: RwLock::default(),
             dedup: Mutex::default(),
+            devices: Mutex::default(),
             wakers: RwLock::default(),
             dispatched: RwLock::default(),
             dispatch_locks: RwLock::default(),
@@ -405,18 +479,34 @@ impl Broker {
                 .subscriptions
                 .fetch_sub(n as u64, Ordering::Relaxed);
             self.rebuild_subscribers(&sessions);
-            drop(sessions);
             // Only a resumed session can resend with DUP: the filter entries go with it.
             self.dedup
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&session.client_id);
+            // Under `sessions`: see `log_session`.
             self.forget_session(session);
         }
     }
 
-    /// Logs the subscriptions of a persistent session (expiry > 0) in the sessions stream.
+    /// Logs the subscriptions of a persistent session (expiry > 0) in the sessions stream, if it
+    /// is still the registered session of its client id.
     pub fn persist_session(&self, session: &Session) {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if Self::registered(&sessions, session) {
+            self.log_session(session);
+        }
+    }
+
+    fn registered(sessions: &HashMap<String, Arc<Session>>, session: &Session) -> bool {
+        sessions
+            .get(&session.client_id)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), session))
+    }
+
+    /// Appends the session's record. Callers hold `sessions`, so records of one client id are
+    /// logged in the order its sessions were registered and removed.
+    fn log_session(&self, session: &Session) {
         let expiry = session
             .ctl
             .lock()
@@ -469,6 +559,11 @@ impl Broker {
     /// (so it costs no memory while offline and nothing is lost), and store them, including
     /// unacknowledged messages, in its named cursors.
     pub fn park_session(&self, session: &Session, data: &mut SessionData) {
+        // Lock order: sessions, then dispatch locks (never the reverse anywhere).
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if !Self::registered(&sessions, session) {
+            return; // taken over or removed meanwhile: the new owner decides
+        }
         let mut streams: Vec<&String> = self.routes.streams().iter().collect();
         streams.sort();
         let locks: Vec<Arc<Mutex<()>>> = streams.iter().map(|s| self.dispatch_lock(s)).collect();
@@ -506,7 +601,8 @@ impl Broker {
             }
         }
         drop(lag);
-        self.persist_session(session);
+        self.log_session(session);
+        drop(sessions);
     }
 
     /// Start-up: recreates the persistent sessions logged in the sessions stream, offline,
@@ -856,15 +952,43 @@ impl Broker {
                 dead = true;
             }
         }
+        let mut typed = (0, 0);
+        let mut reading = None;
+        if let (false, Some(PayloadType::Telemetry)) = (dead, route.payload_type) {
+            match telemetry_id(&p.payload) {
+                Ok(id) => {
+                    if self.device_seen(id) {
+                        Metrics::inc(&self.metrics.duplicates_suppressed);
+                        return StoreOutcome::Duplicate;
+                    }
+                    typed = (TELEMETRY_TYPE_ID, WIRE_SCHEMA_VERSION);
+                    reading = Some(id);
+                }
+                Err(e) => {
+                    meta.properties.user_properties.push((
+                        "ringway-dead-letter-reason".into(),
+                        format!("payload is not a valid telemetry record: {e}"),
+                    ));
+                    stream = &self.config.storage.dead_letter_stream;
+                    dead = true;
+                }
+            }
+        }
         let Ok(meta_bytes) = meta.encode() else {
             return StoreOutcome::TooLarge;
         };
-        match self.journal.append(stream, &meta_bytes, &p.payload) {
+        match self
+            .journal
+            .append_typed(stream, typed.0, typed.1, &meta_bytes, &p.payload)
+        {
             Ok(pos) => {
                 Metrics::inc(&self.metrics.appended);
                 if dead {
                     Metrics::inc(&self.metrics.dead_letters);
                     return StoreOutcome::DeadLetter;
+                }
+                if let Some(id) = reading {
+                    self.device_record(id);
                 }
                 self.wake(stream);
                 if let Some(h) = hash {
@@ -944,8 +1068,30 @@ impl Broker {
         }))
     }
 
+    fn device_seen(&self, (device, boot, seq): ReadingId) -> bool {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&device)
+            .is_some_and(|w| w.contains(boot, seq))
+    }
+
+    fn device_record(&self, (device, boot, seq): ReadingId) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(device)
+            .or_default()
+            .insert(boot, seq);
+    }
+
     /// Start-up scan of one frame: rebuilds retained messages and the duplicate filter.
     pub fn scan_frame(&self, stream: &Arc<str>, r: &RecordRef<'_>) {
+        if r.type_id == TELEMETRY_TYPE_ID {
+            if let Ok(id) = telemetry_id(r.payload) {
+                self.device_record(id);
+            }
+        }
         let Ok(m) = MqttMeta::decode(r.meta) else {
             return;
         };
@@ -1006,5 +1152,39 @@ impl Broker {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_window_tracks_stored_readings_per_boot() {
+        let mut w = SeqWindow::default();
+        assert!(!w.contains(1, 5));
+        w.insert(1, 5);
+        assert!(w.contains(1, 5));
+        assert!(
+            w.contains(1, 4),
+            "below the first reading of a boot counts as stored"
+        );
+        assert!(!w.contains(1, 6));
+        for seq in 6..1000 {
+            assert!(!w.contains(1, seq));
+            w.insert(1, seq);
+            assert!(w.contains(1, seq));
+        }
+        assert!(w.contains(1, 10));
+        // A gap stays open until filled.
+        w.insert(1, 1002);
+        assert!(!w.contains(1, 1001));
+        assert!(w.contains(1, 1002));
+        w.insert(1, 1001);
+        assert!(w.contains(1, 1001));
+        // A new boot starts over.
+        assert!(!w.contains(2, 0));
+        w.insert(2, 0);
+        assert!(w.contains(2, 0) && !w.contains(1, 5));
     }
 }

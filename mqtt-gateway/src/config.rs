@@ -310,6 +310,19 @@ pub struct RouteConfig {
     /// Largest payload accepted on this route; larger ones go to the dead-letter stream.
     #[serde(default)]
     pub max_payload_size: Option<usize>,
+    /// Declared payload type. Payloads that do not validate as it go to the dead-letter stream;
+    /// valid ones are stored with the type's `type_id`, and for `telemetry` a reading already
+    /// stored (same device, boot id and sequence number) is acknowledged without a second append.
+    #[serde(default)]
+    pub payload_type: Option<PayloadType>,
+}
+
+/// Payload types a route can declare (ringway-core's `wire` module, rkyv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadType {
+    /// `ringway_core::wire::Telemetry`, as sent by ringway-firmware.
+    Telemetry,
 }
 
 impl Config {
@@ -338,6 +351,7 @@ impl Config {
                 key_level: None,
                 outbound_topic: None,
                 max_payload_size: None,
+                payload_type: None,
             }]
         } else {
             self.routes.clone()
@@ -493,7 +507,8 @@ mod tests {
     fn example_file_parses() {
         let text = include_str!("../ringway.example.toml");
         let c = Config::from_toml(text).unwrap();
-        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.routes[1].payload_type, Some(PayloadType::Telemetry));
         assert_eq!(c.auth.users.len(), 1);
     }
 

@@ -58,6 +58,8 @@ pub struct RecordRef<'a> {
     pub next_position: u64,
     /// Append time, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
+    /// User type id of the frame (0 for untyped payloads).
+    pub type_id: u32,
     /// The frame's meta bytes (see [`crate::meta`]).
     pub meta: &'a [u8],
     /// The payload, verbatim.
@@ -71,7 +73,19 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Appends one frame to `stream` and returns its position. When this returns, the frame is
     /// committed: visible to every reader and it survives a crash of this process.
-    fn append(&self, stream: &str, meta: &[u8], payload: &[u8]) -> Result<u64, JournalError>;
+    fn append(&self, stream: &str, meta: &[u8], payload: &[u8]) -> Result<u64, JournalError> {
+        self.append_typed(stream, 0, 0, meta, payload)
+    }
+
+    /// Like [`Journal::append`] with the frame's user `type_id` and `schema_version`.
+    fn append_typed(
+        &self,
+        stream: &str,
+        type_id: u32,
+        schema_version: u16,
+        meta: &[u8],
+        payload: &[u8],
+    ) -> Result<u64, JournalError>;
 
     /// Opens a reader on `stream`.
     fn reader(&self, stream: &str, from: ReadFrom) -> Result<Box<dyn JournalReader>, JournalError>;
@@ -122,8 +136,8 @@ struct MemStream {
     records: Mutex<MemRecords>,
 }
 
-/// One stored record: (position, append time ns, meta, payload).
-type MemRecord = (u64, u64, Arc<[u8]>, Arc<[u8]>);
+/// One stored record: (position, (append time ns, type id), meta, payload).
+type MemRecord = (u64, (u64, u32), Arc<[u8]>, Arc<[u8]>);
 
 #[derive(Debug, Default)]
 struct MemRecords {
@@ -180,7 +194,14 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
-    fn append(&self, stream: &str, meta: &[u8], payload: &[u8]) -> Result<u64, JournalError> {
+    fn append_typed(
+        &self,
+        stream: &str,
+        type_id: u32,
+        _schema_version: u16,
+        meta: &[u8],
+        payload: &[u8],
+    ) -> Result<u64, JournalError> {
         let len = meta.len() + payload.len();
         if len > self.max_message_size {
             return Err(JournalError::TooLarge {
@@ -195,7 +216,8 @@ impl Journal for MemoryJournal {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        r.items.push_back((pos, now, meta.into(), payload.into()));
+        r.items
+            .push_back((pos, (now, type_id), meta.into(), payload.into()));
         while r.items.len() > self.max_records {
             r.items.pop_front();
         }
@@ -283,11 +305,12 @@ impl JournalReader for MemReader {
             }
             out
         };
-        for (next_position, (position, timestamp_ns, meta, payload)) in &batch {
+        for (next_position, (position, (timestamp_ns, type_id), meta, payload)) in &batch {
             f(RecordRef {
                 position: *position,
                 next_position: *next_position,
                 timestamp_ns: *timestamp_ns,
+                type_id: *type_id,
                 meta,
                 payload,
             });

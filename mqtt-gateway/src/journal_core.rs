@@ -14,9 +14,6 @@ use ringway_core::{AppendOptions, Position, Reader, Start, Stream, StreamConfig,
 use crate::config::Config;
 use crate::journal::{Journal, JournalError, JournalReader, ReadFrom, RecordRef};
 
-/// `type_id` written on frames appended by the gateway (0: untyped payload).
-pub const MQTT_TYPE_ID: u32 = 0;
-
 /// Room reserved for MQTT metadata on top of the largest packet.
 pub const META_ROOM: u64 = 64 << 10;
 
@@ -106,7 +103,14 @@ impl Journal for CoreJournal {
         self.entry(stream).map(|_| ())
     }
 
-    fn append(&self, stream: &str, meta: &[u8], payload: &[u8]) -> Result<u64, JournalError> {
+    fn append_typed(
+        &self,
+        stream: &str,
+        type_id: u32,
+        schema_version: u16,
+        meta: &[u8],
+        payload: &[u8],
+    ) -> Result<u64, JournalError> {
         let e = self.entry(stream)?;
         let mut w = e.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.is_none() {
@@ -119,8 +123,8 @@ impl Journal for CoreJournal {
             });
         };
         let opts = AppendOptions {
-            type_id: MQTT_TYPE_ID,
-            schema_version: 0,
+            type_id,
+            schema_version,
             meta,
         };
         match writer.append_with(&opts, payload) {
@@ -225,6 +229,7 @@ impl JournalReader for CoreReader {
                     position: frame.position().0,
                     next_position: frame.next_position().0,
                     timestamp_ns: frame.timestamp_ns(),
+                    type_id: frame.type_id(),
                     meta: frame.meta(),
                     payload: frame.payload(),
                 })

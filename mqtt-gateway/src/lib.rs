@@ -53,6 +53,11 @@
 //!   follows; the packet id is remembered until PUBREL, so a resent PUBLISH is not appended twice
 //!   (exactly once into the stream). Outbound QoS 1/2 follow the spec flows with a bounded
 //!   inflight window (`mqtt.max_inflight`, lowered by an MQTT 5 client's Receive Maximum).
+//! - **Typed routes** (`payload_type = "telemetry"`): payloads are validated as ringway-core
+//!   `wire::Telemetry` records (invalid ones go to the dead-letter stream with the reason), stored
+//!   with its `type_id`, and a reading already stored — same device id, boot id and sequence
+//!   number, also across reconnects, new sessions and gateway restarts — is acknowledged without
+//!   a second append (exactly once into the stream for firmware devices).
 //! - **Storage failure**: MQTT 5 gets a negative PUBACK/PUBREC (0x80, or 0x97 when too large);
 //!   a 3.1.1 client (no negative acks) is disconnected without an acknowledgement so it resends.
 //! - **Denied or unroutable publishes**: MQTT 5 gets 0x87 / 0x90; 3.1.1 gets a normal PUBACK

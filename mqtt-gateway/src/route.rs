@@ -1,7 +1,7 @@
 //! Routes between MQTT topics and streams: which stream an inbound PUBLISH is appended to, which
 //! key is recorded, and under which topic frames without MQTT metadata are delivered.
 
-use crate::config::RouteConfig;
+use crate::config::{PayloadType, RouteConfig};
 use crate::topic;
 
 /// One route, validated.
@@ -17,6 +17,8 @@ pub struct Route {
     pub outbound_topic: String,
     /// Payload size limit; larger payloads go to the dead-letter stream.
     pub max_payload_size: Option<usize>,
+    /// Declared payload type.
+    pub payload_type: Option<PayloadType>,
 }
 
 impl Route {
@@ -49,6 +51,7 @@ impl RouteTable {
                     .clone()
                     .unwrap_or_else(|| "{stream}".into()),
                 max_payload_size: c.max_payload_size,
+                payload_type: c.payload_type,
             })
             .collect();
         let mut streams: Vec<String> = Vec::new();
@@ -97,6 +100,7 @@ mod tests {
             key_level: key,
             outbound_topic: out.map(Into::into),
             max_payload_size: None,
+            payload_type: None,
         }
     }
 

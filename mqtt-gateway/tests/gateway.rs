@@ -145,6 +145,7 @@ async fn frames_appended_by_other_writers_reach_mqtt_subscribers() {
             key_level: Some(1),
             outbound_topic: Some("devices/{key}/cmd".into()),
             max_payload_size: None,
+            payload_type: None,
         },
         RouteConfig {
             filter: "#".into(),
@@ -152,6 +153,7 @@ async fn frames_appended_by_other_writers_reach_mqtt_subscribers() {
             key_level: None,
             outbound_topic: None,
             max_payload_size: None,
+            payload_type: None,
         },
     ];
     let (g, addr) = start(cfg).await;
@@ -216,6 +218,7 @@ async fn routes_pick_streams_and_record_keys_and_dead_letters() {
             key_level: Some(1),
             outbound_topic: None,
             max_payload_size: Some(8),
+            payload_type: None,
         },
         RouteConfig {
             filter: "#".into(),
@@ -223,6 +226,7 @@ async fn routes_pick_streams_and_record_keys_and_dead_letters() {
             key_level: None,
             outbound_topic: None,
             max_payload_size: None,
+            payload_type: None,
         },
     ];
     let (g, addr) = start(cfg).await;
@@ -935,5 +939,76 @@ async fn connect_rate_limit_refuses_bursts() {
     }
     // At most 3 per one-second window: all 12 could only pass if the burst took over 3 s.
     assert!(refused >= 1, "some CONNECTs of the burst were refused");
+    g.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_routes_validate_payloads_and_store_each_reading_once() {
+    use ringway_core::wire::{
+        encode_telemetry, DeviceId, Quantity, Reading, Telemetry, WireBuf, TELEMETRY_TYPE_ID,
+        TELEMETRY_WIRE_SIZE,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.routes = vec![RouteConfig {
+        filter: "devices/+/telemetry".into(),
+        stream: "telemetry".into(),
+        key_level: Some(1),
+        outbound_topic: None,
+        max_payload_size: None,
+        payload_type: Some(ringway_mqtt_gateway::config::PayloadType::Telemetry),
+    }];
+    let (g, addr) = start(cfg).await;
+    let reading = |seq: u64| {
+        let mut t = Telemetry::new(DeviceId(42), 7, seq, 1000 + seq);
+        t.push(Reading::new(0, Quantity::Temperature, 21.5))
+            .unwrap();
+        let mut buf = WireBuf::<TELEMETRY_WIRE_SIZE>::new();
+        encode_telemetry(&t, &mut buf).unwrap().to_vec()
+    };
+    let mut raw = Raw::connect(addr).await;
+    raw.handshake(&connect4("device-42", true, None)).await;
+    let topic = "devices/42/telemetry";
+    let mut pkid = 0;
+    for seq in [0u64, 1, 1, 2, 0] {
+        // seq 1 and 0 sent again as new publishes (e.g. after the device rebooted its session)
+        pkid += 1;
+        raw.send(&publish4(topic, 1, pkid, false, false, &reading(seq)))
+            .await;
+        assert_eq!(raw.recv().await.unwrap().0, 0x40);
+    }
+    raw.send(&publish4(topic, 1, 99, false, false, b"not telemetry"))
+        .await;
+    assert_eq!(raw.recv().await.unwrap().0, 0x40);
+    let stored = frames(dir.path(), "telemetry");
+    assert_eq!(stored.len(), 3, "readings 0, 1, 2 once each");
+    let s = ringway_core::Stream::open(dir.path(), "telemetry").unwrap();
+    let mut r = s.reader(ringway_core::Start::Beginning).unwrap();
+    r.poll(10, |f| assert_eq!(f.type_id(), TELEMETRY_TYPE_ID))
+        .unwrap();
+    let dead = frames(dir.path(), "mqtt-dead-letter");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, b"not telemetry");
+    g.shutdown().await.unwrap();
+    // The per-device filter is rebuilt from the stream after a restart.
+    let mut cfg = config(dir.path());
+    cfg.routes = vec![RouteConfig {
+        filter: "devices/+/telemetry".into(),
+        stream: "telemetry".into(),
+        key_level: Some(1),
+        outbound_topic: None,
+        max_payload_size: None,
+        payload_type: Some(ringway_mqtt_gateway::config::PayloadType::Telemetry),
+    }];
+    let (g, addr) = start(cfg).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.handshake(&connect4("device-42", true, None)).await;
+    raw.send(&publish4(topic, 1, 1, false, false, &reading(2)))
+        .await;
+    raw.recv().await.unwrap();
+    raw.send(&publish4(topic, 1, 2, false, false, &reading(3)))
+        .await;
+    raw.recv().await.unwrap();
+    assert_eq!(frames(dir.path(), "telemetry").len(), 4);
     g.shutdown().await.unwrap();
 }
