@@ -548,6 +548,8 @@ impl Reader {
                     .current_segment
                     .load(Ordering::Acquire);
                 if self.index < current {
+                    // Retention or the ring may have moved past us since the check above.
+                    self.check_not_lapped()?;
                     return Err(Error::CorruptFile {
                         path: crate::segment::segment_path(&self.shared.dir, self.index, self.size),
                         reason: format!(
