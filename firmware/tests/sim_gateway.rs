@@ -174,11 +174,10 @@ fn gateway_killed_with_publishes_in_flight() {
     assert!(outcome.duplicates.len() <= support::sim::WINDOW);
 }
 
-/// Exactly-once into the journal across a gateway crash needs the gateway to drop readings by
-/// `(device_id, boot_id, seq)`: after a restart the device's MQTT session is new, so resent
-/// readings carry new packet ids and the gateway's per-packet-id filter cannot recognise them.
+/// Exactly-once into the journal across a gateway crash: after a restart the device's MQTT
+/// session is new, so resent readings carry new packet ids; the telemetry route drops them by
+/// `(device_id, boot_id, seq)`.
 #[test]
-#[ignore = "needs (device, boot, seq) duplicate suppression in the gateway"]
 fn gateway_stores_each_reading_once_across_a_kill() {
     let outcome = kill_and_restart("gw6", 0xe6, 20_000, Duration::ZERO);
     assert_eq!(outcome.duplicates, Vec::<u64>::new());

@@ -34,6 +34,7 @@ segment_size = 4194304
 filter = "devices/+/telemetry"
 stream = "{TELEMETRY_STREAM}"
 key_level = 1
+payload_type = "telemetry"
 
 [[route]]
 filter = "devices/+/cmd"
