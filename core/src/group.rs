@@ -263,6 +263,14 @@ impl GroupMember {
         }
     }
 
+    /// Blocks until a frame is committed at the group's dispatch position or `timeout` passes
+    /// (see [`Reader::wait`]); messages orphaned by dead members are not waited for.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        let d = self.dispatch_position().0;
+        self.reader.jump(d);
+        self.reader.wait(timeout)
+    }
+
     /// Handles up to `limit` messages, one at a time; each is acknowledged when `handler` returns.
     pub fn poll<F: FnMut(Delivery<'_>)>(&mut self, limit: usize, mut handler: F) -> Result<usize> {
         let mut n = 0;

@@ -447,3 +447,45 @@ fn quotes_between_two_processes() {
     assert_eq!(report.received, 5000);
     assert_eq!(report.mismatched, 0);
 }
+
+#[test]
+fn typed_subscribers_share_a_consumer_group() {
+    let d = tempfile::tempdir().unwrap();
+    let stream = Stream::create(
+        d.path(),
+        "orders",
+        &StreamConfig::default().segment_size(1 << 20),
+    )
+    .unwrap();
+    let mut publisher = Publisher::<Order>::new(stream.writer().unwrap());
+    for id in 0..100u64 {
+        publisher
+            .send(&Order {
+                id,
+                account: "acc".into(),
+                legs: vec![1, 2],
+                urgent: false,
+            })
+            .unwrap();
+    }
+    let member = |s: &Stream| {
+        s.group_member("workers", ringway_core::GroupOptions::default())
+            .unwrap()
+    };
+    let mut a = Subscriber::<Order, _>::from_source(&stream, member(&stream), Access::Validated);
+    let mut b = Subscriber::<Order, _>::from_source(&stream, member(&stream), Access::Validated);
+    let mut ids = Vec::new();
+    loop {
+        let n = a.poll(3, |o| ids.push(o.id.to_native())).unwrap()
+            + b.poll(5, |o| ids.push(o.id.to_native())).unwrap();
+        if n == 0 {
+            break;
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..100).collect::<Vec<_>>(),
+        "each order handled by exactly one member"
+    );
+}

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use crate::{Frame, NamedReader, Reader, Result};
+use crate::{Frame, GroupMember, NamedReader, Reader, Result};
 
 /// A sequence of committed frames a [`Subscriber`](super::Subscriber) can read: a plain
-/// [`Reader`] or a durable [`NamedReader`] (which commits its cursor as it goes).
+/// [`Reader`], a durable [`NamedReader`] (which commits its cursor as it goes), or a consumer
+/// [`GroupMember`] (each message to one member; acknowledged when the handler returns).
 pub trait FrameSource {
     /// Hands up to `limit` committed data frames to `handler`; returns how many.
     fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize>;
@@ -30,5 +31,17 @@ impl FrameSource for NamedReader {
     }
     fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
         self.reader_mut().wait(timeout)
+    }
+}
+
+/// A typed subscriber over a consumer group sees each frame once per delivery; the delivery count
+/// is not passed on (use [`GroupMember::poll`] directly where it matters).
+impl FrameSource for GroupMember {
+    #[inline]
+    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut handler: F) -> Result<usize> {
+        self.poll(limit, |d| handler(d.frame))
+    }
+    fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
+        self.wait(timeout)
     }
 }
