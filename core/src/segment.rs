@@ -155,16 +155,24 @@ impl Segment {
         if file.metadata().ctx("stat segment", &tmp)?.len() != size {
             allocate(&file, size, &tmp)?;
         }
-        let map = MmapRaw::map_raw(&file).ctx("map segment", &tmp)?;
+        // Populated in the kernel: the pages exist already, only page tables are filled.
+        let map = MmapOptions::new()
+            .populate()
+            .map_raw(&file)
+            .ctx("map segment", &tmp)?;
         let seg = Segment {
             map,
             index: new,
             size,
             writable: true,
         };
+        // The old lap's frames stay: their commit words carry the old lap's tag, and a writer
+        // clears the commit word after each frame before publishing it (see `Claim::commit`), so
+        // a reader only ever meets zero or a word written for this lap. Only the first commit
+        // word, where readers enter the segment, is cleared here.
         // SAFETY: the file was renamed away from every name readers open, and the writer has not
         // been handed this segment yet, so nobody writes it; readers still mapping it only read.
-        unsafe { seg.zero(0, size) };
+        unsafe { seg.zero(0, 8) };
         std::fs::rename(&tmp, &new_path).ctx("rename recycled segment", &new_path)?;
         Ok(seg)
     }

@@ -497,6 +497,14 @@ impl Claim<'_> {
             Mode::Single => {
                 // SAFETY: this writer owns the uncommitted frame at `off`.
                 unsafe { protocol::write_fields(&w.seg, off, &fields) };
+                // Clear the next frame's commit word before publishing this one: a recycled ring
+                // segment still holds the previous lap's bytes, and a reader that sees this frame
+                // committed moves on to that word. Plain load/store, ordered before the Release
+                // commit below; in fresh segments the word is already zero and nothing is written.
+                let next = off + align_up(flen);
+                if next < w.seg.capacity() && w.seg.load(next, Ordering::Relaxed) != 0 {
+                    w.seg.store(next, 0, Ordering::Relaxed);
+                }
                 protocol::commit(&w.seg, off, flen as u32, w.seg.tag());
                 w.off = off + align_up(flen);
                 w.messages += 1;
