@@ -32,6 +32,9 @@ pub enum Command {
     Wake(CommonArgs),
     /// Typed `Quote` round trip (rkyv, validated and unchecked) next to the raw 32-byte round trip.
     Typed(CommonArgs),
+    /// MQTT: the Ringway gateway next to mosquitto (QoS 1 publish throughput, publish latency, RSS per idle
+    /// connection).
+    Mqtt(MqttArgs),
     /// Compares two JSON summaries; exits 1 when p50 or p99 regressed beyond the threshold.
     Compare(CompareArgs),
     /// Echo side of a two-process pingpong (started by the harness itself).
@@ -163,6 +166,18 @@ pub struct RollArgs {
     /// Segment size in bytes (small, so that the run crosses many rolls).
     #[arg(long, default_value_t = 1 << 20)]
     pub segment_size: u64,
+}
+
+/// `mqtt` options.
+#[derive(Debug, Args, Clone)]
+pub struct MqttArgs {
+    /// Common options (`--iterations` is the number of latency samples per system, default 20,000; 500 with
+    /// --quick; `--payload` is ignored: 64-byte payloads).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Concurrent publishing clients of the throughput measurement (default 100; 10 with --quick).
+    #[arg(long)]
+    pub clients: Option<usize>,
 }
 
 /// `compare` options.

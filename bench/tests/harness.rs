@@ -277,6 +277,49 @@ fn throughput_rows_carry_rates_and_plot() {
     assert_eq!(status(&v, "ringway"), "ok");
 }
 
+#[test]
+fn mqtt_quick_reports_gateway_and_mosquitto_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    ok(&["mqtt", "--quick", "--timeout-secs", "60", "--out", out]);
+    let v = summary(dir.path(), "mqtt");
+    check_shape(&v, "mqtt");
+    assert_eq!(
+        names(&v),
+        [
+            "ringway-gateway",
+            "ringway-gateway-publish-to-journal",
+            "mosquitto",
+            "mosquitto-publish-to-subscriber"
+        ]
+    );
+    // The gateway runs in-process: its rows must be measured. mosquitto may be absent (skipped).
+    assert_eq!(status(&v, "ringway-gateway"), "ok", "{v}");
+    assert_eq!(
+        status(&v, "ringway-gateway-publish-to-journal"),
+        "ok",
+        "{v}"
+    );
+    for s in v["systems"].as_array().unwrap() {
+        if s["status"] == "ok" && s["msgs_per_sec"].is_f64() {
+            assert!(s["msgs_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+            assert_eq!(s["payload_bytes"], 64);
+        }
+    }
+    let notes: Vec<&str> = v["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("ringway-gateway: RSS per idle MQTT connection")),
+        "{notes:?}"
+    );
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();

@@ -3,6 +3,7 @@
 //! a new `Command` variant in `cli.rs` and one line in `main.rs`.
 
 pub mod fanout;
+pub mod mqtt;
 pub mod oneway;
 pub mod pingpong;
 pub mod roll;

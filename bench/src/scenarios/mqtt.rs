@@ -1,0 +1,602 @@
+//! `mqtt`: the Ringway MQTT gateway (in-process, loopback, ephemeral port, journal under the scratch directory)
+//! next to Debian's `mosquitto` (a child process on a loopback port), in the same run:
+//!
+//! 1. QoS 1 publish throughput: `--clients` concurrent rumqttc clients publish 64-byte payloads back to back
+//!    (up to `INFLIGHT` unacknowledged each); msgs/s = PUBACKs received / time from the first publish to the
+//!    last PUBACK.
+//! 2. Latency, one message at a time: a QoS 1 PUBLISH carrying a timestamp, to the gateway's journal read by a
+//!    ringway-core `Reader` on stream `mqtt` (busy-polling thread), and to an MQTT subscriber of mosquitto.
+//! 3. Memory per idle connection: 1,000 (50 with `--quick`) MQTT 3.1.1 connections (CONNECT, CONNACK, then
+//!    nothing); (VmRSS after - VmRSS before) / connections, of this process for the gateway and of the
+//!    mosquitto process. Reported as notes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringway_core::{Start, Stream};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::cli::MqttArgs;
+use crate::error::{BenchError, Result};
+use crate::report::{Report, SystemResult, SystemRun};
+use crate::scenarios::Env;
+use crate::stats::{new_histogram, record};
+use crate::timer::Timer;
+
+/// Payload bytes of every message.
+const PAYLOAD: usize = 64;
+/// Unacknowledged QoS 1 publishes per client (mosquitto's default `max_inflight_messages` is 20).
+const INFLIGHT: u16 = 16;
+/// First bytes of a latency message's payload (the throughput messages are all `x`).
+const MAGIC: &[u8; 8] = b"RWLATNCY";
+/// The mosquitto binary.
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+fn sys(system: &'static str) -> impl Fn(String) -> BenchError {
+    move |e| BenchError::system(system, e)
+}
+
+/// What the run uses, after `--quick`.
+struct Plan {
+    clients: usize,
+    messages: u64,
+    latency: u64,
+    warmup: u64,
+    idle: usize,
+    timeout: Duration,
+    timer: Timer,
+}
+
+/// One measured server: its throughput, latency and idle-connection figures.
+struct Figures {
+    rate: f64,
+    acked: u64,
+    latency: Histogram<u64>,
+    rss_per_conn: Option<f64>,
+}
+
+/// Runs the scenario.
+pub fn run(args: &MqttArgs) -> Result<Report> {
+    let mut env = Env::new(&args.common)?;
+    let quick = args.common.quick;
+    env.iterations = args
+        .common
+        .iterations
+        .unwrap_or(if quick { 500 } else { 20_000 });
+    env.warmup = args.common.warmup.unwrap_or(if quick { 50 } else { 1_000 });
+    let plan = Plan {
+        clients: args.clients.unwrap_or(if quick { 10 } else { 100 }).max(1),
+        messages: if quick { 1_000 } else { 500_000 },
+        latency: env.iterations,
+        warmup: env.warmup,
+        idle: if quick { 50 } else { 1_000 },
+        timeout: env.timeout,
+        timer: env.timer.clone(),
+    };
+    raise_fd_limit();
+    let mut runs = Vec::new();
+    let mut notes = Vec::new();
+    let mode = format!(
+        "{} clients, QoS 1, {PAYLOAD} B, inflight {INFLIGHT}",
+        plan.clients
+    );
+
+    let ringway = ringway_gateway(&env, &plan).map_err(|e| e.to_string());
+    let mosquitto = if Path::new(MOSQUITTO).exists() {
+        mosquitto(&env, &plan).map_err(|e| e.to_string())
+    } else {
+        Err("mosquitto not installed".to_string())
+    };
+    for (name, lat_name, lat_mode, figures) in [
+        (
+            "ringway-gateway",
+            "ringway-gateway-publish-to-journal",
+            "QoS 1 PUBLISH -> journal Reader (stream `mqtt`, busy-poll), one at a time",
+            ringway,
+        ),
+        (
+            "mosquitto",
+            "mosquitto-publish-to-subscriber",
+            "QoS 1 PUBLISH -> MQTT subscriber (QoS 1), one at a time",
+            mosquitto,
+        ),
+    ] {
+        match figures {
+            Ok(f) => {
+                let mut res = SystemResult::skipped(name, "");
+                res.status = "ok".into();
+                res.payload_bytes = Some(PAYLOAD);
+                res.msgs_per_sec = Some(f.rate);
+                res.bytes_per_sec = Some(f.rate * PAYLOAD as f64);
+                res.samples = Some(f.acked);
+                res.mode = Some(mode.clone());
+                runs.push(SystemRun::row(res));
+                let mut r = SystemRun::measured(lat_name, f.latency);
+                r.result.mode = Some(lat_mode.to_string());
+                runs.push(r);
+                match f.rss_per_conn {
+                    Some(b) => notes.push(format!(
+                        "{name}: RSS per idle MQTT connection: {:.1} KiB ({} connections, (VmRSS after - before) / {})",
+                        b / 1024.0,
+                        plan.idle,
+                        plan.idle
+                    )),
+                    None => notes.push(format!("{name}: RSS per idle connection not measured")),
+                }
+            }
+            Err(reason) => {
+                let mut res = SystemResult::skipped(name, &reason);
+                res.payload_bytes = Some(PAYLOAD);
+                runs.push(SystemRun::row(res));
+                runs.push(SystemRun::skipped(lat_name, &reason));
+            }
+        }
+    }
+    notes.push(
+        "ringway-gateway appends every PUBLISH to its journal (/dev/shm) before the PUBACK; mosquitto runs with its \
+         defaults (no persistence)"
+            .into(),
+    );
+    notes.push(format!(
+        "clients and server share this machine's {} cores; the gateway's clients run in the gateway's own tokio \
+         runtime, mosquitto's in a separate one",
+        env.cores_allowed
+    ));
+    let mut report = env.report("mqtt", PAYLOAD, runs);
+    report.notes.extend(notes);
+    Ok(report)
+}
+
+/// Lets 1,000 idle connections (both ends in this process for the gateway) fit under the descriptor limit.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::io("starting a tokio runtime", e))
+}
+
+/// The gateway in this process, its journal in the scratch directory.
+fn ringway_gateway(env: &Env, plan: &Plan) -> Result<Figures> {
+    let e = sys("ringway-gateway");
+    let dir = env.subdir("mqtt-gateway")?;
+    let rt = runtime()?;
+    let mut config = ringway_mqtt_gateway::Config::default();
+    config.mqtt.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.storage.dir = Some(dir.clone());
+    config.metrics.listen = None;
+    let gateway = rt
+        .block_on(ringway_mqtt_gateway::Gateway::start(config))
+        .map_err(|x| e(x.to_string()))?;
+    let addr = gateway.mqtt_addrs()[0];
+    let result = (|| {
+        let (rate, acked) = rt.block_on(throughput(addr, plan))?;
+        let latency = rt.block_on(journal_latency(addr, &dir, plan))?;
+        let rss = idle_rss(addr, plan, || rss_of("self"))?;
+        Ok(Figures {
+            rate,
+            acked,
+            latency,
+            rss_per_conn: rss,
+        })
+    })()
+    .map_err(|x: String| e(x));
+    let _ = rt.block_on(gateway.shutdown());
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// mosquitto as a child process listening on a free loopback port.
+fn mosquitto(env: &Env, plan: &Plan) -> Result<Figures> {
+    let e = sys("mosquitto");
+    let port = free_port().map_err(&e)?;
+    let dir = env.subdir("mosquitto")?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"),
+    )
+    .map_err(|source| BenchError::File {
+        path: conf.clone(),
+        source,
+    })?;
+    let child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|x| e(format!("starting {MOSQUITTO}: {x}")))?;
+    let mut child = Killed(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = child.0.id();
+    let result = (|| {
+        wait_listening(addr, plan.timeout, &mut child.0)?;
+        let rt = runtime().map_err(|x| x.to_string())?;
+        let (rate, acked) = rt.block_on(throughput(addr, plan))?;
+        let latency = rt.block_on(subscriber_latency(addr, plan))?;
+        rt.shutdown_timeout(Duration::from_millis(200));
+        let rss = idle_rss(addr, plan, || rss_of(&pid.to_string()))?;
+        Ok(Figures {
+            rate,
+            acked,
+            latency,
+            rss_per_conn: rss,
+        })
+    })()
+    .map_err(|x: String| e(x));
+    drop(child);
+    let _ = dir;
+    result
+}
+
+/// A child process killed and reaped when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> std::result::Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+fn wait_listening(
+    addr: SocketAddr,
+    timeout: Duration,
+    child: &mut Child,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("exited before listening: {st}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not listening on {addr} after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connected client: its handle and event loop, after CONNACK.
+async fn connect(
+    addr: SocketAddr,
+    id: String,
+    timeout: Duration,
+) -> std::result::Result<(AsyncClient, rumqttc::EventLoop), String> {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_inflight(INFLIGHT);
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_max_packet_size(1 << 16, 1 << 16);
+    let (client, mut el) = AsyncClient::new(o, usize::from(INFLIGHT) * 2);
+    let connack = async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("connecting to {addr}: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, connack)
+        .await
+        .map_err(|_| format!("no CONNACK from {addr} within {timeout:?}"))??;
+    Ok((client, el))
+}
+
+/// `plan.messages` QoS 1 publishes spread over `plan.clients` clients; (msgs/s, PUBACKs counted).
+async fn throughput(addr: SocketAddr, plan: &Plan) -> std::result::Result<(f64, u64), String> {
+    let per = plan.messages.div_ceil(plan.clients as u64).max(1);
+    let mut conns = Vec::with_capacity(plan.clients);
+    for i in 0..plan.clients {
+        conns.push(connect(addr, format!("bench-tp-{i}"), plan.timeout).await?);
+    }
+    let go = Arc::new(tokio::sync::Barrier::new(plan.clients + 1));
+    let mut tasks = Vec::with_capacity(plan.clients);
+    for (i, (client, mut el)) in conns.into_iter().enumerate() {
+        let go = go.clone();
+        let timeout = plan.timeout * 4;
+        tasks.push(tokio::spawn(async move {
+            go.wait().await;
+            let publisher = client.clone();
+            let topic = format!("bench/tp/{i}");
+            let pubs = tokio::spawn(async move {
+                let body = vec![b'x'; PAYLOAD];
+                for _ in 0..per {
+                    if publisher
+                        .publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let acks = async {
+                let mut n = 0u64;
+                while n < per {
+                    match el.poll().await {
+                        Ok(Event::Incoming(Packet::PubAck(_))) => n += 1,
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("client {i}: {e}")),
+                    }
+                }
+                Ok(n)
+            };
+            let n = tokio::time::timeout(timeout, acks)
+                .await
+                .map_err(|_| format!("client {i}: PUBACKs not received within {timeout:?}"))??;
+            let _ = pubs.await;
+            let _ = client.disconnect().await;
+            // Flush the DISCONNECT.
+            let _ = tokio::time::timeout(Duration::from_millis(100), el.poll()).await;
+            Ok::<u64, String>(n)
+        }));
+    }
+    go.wait().await;
+    let t0 = Instant::now();
+    let mut total = 0;
+    let mut elapsed = Duration::ZERO;
+    for t in tasks {
+        total += t.await.map_err(|e| format!("client task: {e}"))??;
+        elapsed = t0.elapsed();
+    }
+    Ok((total as f64 / elapsed.as_secs_f64(), total))
+}
+
+/// A latency payload: magic, send timestamp, padding.
+fn stamped(timer: &Timer) -> Vec<u8> {
+    let mut p = vec![0u8; PAYLOAD];
+    p[..8].copy_from_slice(MAGIC);
+    p[8..16].copy_from_slice(&timer.raw().to_le_bytes());
+    p
+}
+
+fn stamp_of(payload: &[u8]) -> Option<u64> {
+    if payload.len() >= 16 && &payload[..8] == MAGIC {
+        Some(u64::from_le_bytes(payload[8..16].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+/// Publishes `warmup + latency` stamped messages one at a time, each after `seen` counted the previous one.
+async fn paced_publish(
+    client: &AsyncClient,
+    seen: &AtomicU64,
+    plan: &Plan,
+) -> std::result::Result<(), String> {
+    let total = plan.warmup + plan.latency;
+    for i in 0..total {
+        client
+            .publish(
+                "bench/latency",
+                QoS::AtLeastOnce,
+                false,
+                stamped(&plan.timer),
+            )
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let deadline = Instant::now() + plan.timeout;
+        // Acquire: pairs with the receiver's Release store.
+        while seen.load(Ordering::Acquire) <= i {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "message {i} not received within {:?}",
+                    plan.timeout
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}
+
+/// Publish -> journal Reader on stream `mqtt` (a busy-polling thread).
+async fn journal_latency(
+    addr: SocketAddr,
+    dir: &Path,
+    plan: &Plan,
+) -> std::result::Result<Histogram<u64>, String> {
+    let (client, mut el) = connect(addr, "bench-latency".into(), plan.timeout).await?;
+    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    // The stream exists once the gateway has appended to it (the throughput phase did).
+    let stream = Stream::open(dir, "mqtt").map_err(|e| format!("opening stream `mqtt`: {e}"))?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (rseen, rstop, timer) = (seen.clone(), stop.clone(), plan.timer.clone());
+    let (total, warmup) = (plan.warmup + plan.latency, plan.warmup);
+    // Positioned before the first stamped message is published (a reader opened later could start after it).
+    let mut r = stream
+        .reader(Start::End)
+        .map_err(|e| format!("reader: {e}"))?;
+    let reader = std::thread::spawn(move || -> std::result::Result<Histogram<u64>, String> {
+        let mut hist = new_histogram();
+        let mut n = 0u64;
+        while n < total {
+            if rstop.load(Ordering::Relaxed) {
+                return Err("publisher stopped".into());
+            }
+            let mut sample = None;
+            r.poll(1, |f| {
+                let now = timer.raw();
+                sample = stamp_of(f.payload()).map(|t0| timer.nanos_between(t0, now));
+            })
+            .map_err(|e| format!("reader poll: {e}"))?;
+            if let Some(ns) = sample {
+                if n >= warmup {
+                    record(&mut hist, ns).map_err(|e| e.to_string())?;
+                }
+                n += 1;
+                // Release: the publisher sends the next message only after this one was handled.
+                rseen.store(n, Ordering::Release);
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(hist)
+    });
+    let published = paced_publish(&client, &seen, plan).await;
+    stop.store(true, Ordering::Relaxed);
+    let hist = reader
+        .join()
+        .map_err(|_| "reader thread panicked".to_string())?;
+    let _ = client.disconnect().await;
+    driver.abort();
+    published?;
+    hist
+}
+
+/// Publish -> MQTT subscriber (QoS 1) of the same broker.
+async fn subscriber_latency(
+    addr: SocketAddr,
+    plan: &Plan,
+) -> std::result::Result<Histogram<u64>, String> {
+    let (sub, mut sel) = connect(addr, "bench-subscriber".into(), plan.timeout).await?;
+    sub.subscribe("bench/latency", QoS::AtLeastOnce)
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let subacked = async {
+        loop {
+            match sel.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("subscribing: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(plan.timeout, subacked)
+        .await
+        .map_err(|_| "no SUBACK".to_string())??;
+    let (client, mut el) = connect(addr, "bench-latency".into(), plan.timeout).await?;
+    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let seen = Arc::new(AtomicU64::new(0));
+    let (rseen, timer) = (seen.clone(), plan.timer.clone());
+    let (total, warmup) = (plan.warmup + plan.latency, plan.warmup);
+    let receiver = tokio::spawn(async move {
+        let mut hist = new_histogram();
+        let mut n = 0u64;
+        while n < total {
+            match sel.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = timer.raw();
+                    if let Some(t0) = stamp_of(&p.payload) {
+                        if n >= warmup {
+                            record(&mut hist, timer.nanos_between(t0, now))
+                                .map_err(|e| e.to_string())?;
+                        }
+                        n += 1;
+                        rseen.store(n, Ordering::Release);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("subscriber: {e}")),
+            }
+        }
+        Ok::<_, String>(hist)
+    });
+    let published = paced_publish(&client, &seen, plan).await;
+    if published.is_err() {
+        receiver.abort();
+    }
+    let _ = client.disconnect().await;
+    driver.abort();
+    published?;
+    let hist = receiver
+        .await
+        .map_err(|e| format!("subscriber task: {e}"))??;
+    let _ = sub.disconnect().await;
+    Ok(hist)
+}
+
+/// VmRSS in bytes of `/proc/WHO/status`.
+fn rss_of(who: &str) -> std::result::Result<u64, String> {
+    let path = PathBuf::from(format!("/proc/{who}/status"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS in {}", path.display()))
+}
+
+/// An MQTT 3.1.1 CONNECT: clean session, keep-alive 0 (the connection may stay idle).
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(12 + id.len());
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0]);
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut p = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        p.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    p.extend_from_slice(&body);
+    p
+}
+
+/// Opens `plan.idle` connections (CONNECT, CONNACK accepted) and returns (RSS after - before) / connections.
+fn idle_rss(
+    addr: SocketAddr,
+    plan: &Plan,
+    rss: impl Fn() -> std::result::Result<u64, String>,
+) -> std::result::Result<Option<f64>, String> {
+    // Let the server settle after the previous phase.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss()?;
+    let mut conns = Vec::with_capacity(plan.idle);
+    for i in 0..plan.idle {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("idle connection {i}: {e}"))?;
+        s.set_read_timeout(Some(plan.timeout))
+            .map_err(|e| e.to_string())?;
+        s.write_all(&connect_packet(&format!("bench-idle-{i}")))
+            .map_err(|e| format!("idle connection {i}: {e}"))?;
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack)
+            .map_err(|e| format!("idle connection {i}: CONNACK: {e}"))?;
+        if ack[0] != 0x20 || ack[3] != 0 {
+            return Err(format!("idle connection {i}: refused: {ack:?}"));
+        }
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss()?;
+    drop(conns);
+    Ok(Some(
+        (after as f64 - before as f64) / plan.idle.max(1) as f64,
+    ))
+}
