@@ -287,14 +287,12 @@ pub(crate) fn first_timestamp(s: &Shared, index: u64) -> Option<u64> {
     let seg = Segment::open(&s.dir, index, s.config.segment_size, false).ok()??;
     let mut off = 0;
     while off < s.config.segment_size {
-        match crate::protocol::peek(&seg, off, seg.tag()) {
-            // Impossible lengths (damage) end the scan like an unwritten word.
-            crate::protocol::Peek::Data { len } if len as usize >= crate::frame::HEADER_LEN => {
+        match crate::protocol::walk_step(&seg, off, seg.tag())? {
+            crate::protocol::Walked::Data { .. } => {
                 // SAFETY: observed committed with Acquire.
                 return Some(unsafe { crate::protocol::read_fields(&seg, off) }.timestamp_ns);
             }
-            crate::protocol::Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
-            _ => return None,
+            crate::protocol::Walked::Padding { next } => off = next,
         }
     }
     None

@@ -128,6 +128,48 @@ pub fn classify(word: CommitWord, tag: u32) -> Peek {
     }
 }
 
+/// A committed frame or padding met by a walk over a segment's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walked {
+    /// A data frame of `len` bytes; the next frame starts at `next`.
+    Data {
+        /// Unaligned frame length.
+        len: u32,
+        /// Segment offset of the next frame.
+        next: u64,
+    },
+    /// Padding; the next frame starts at `next`.
+    Padding {
+        /// Segment offset of the next frame.
+        next: u64,
+    },
+}
+
+/// One step of a walk over committed frames (`Acquire`, as [`peek`]).
+///
+/// Returns the frame at `off` when it is committed data or padding whose length is possible
+/// (data at least a header long, padding a non-zero multiple of 8) and ends inside the segment;
+/// `None` for anything else: unwritten, claimed, foreign or damaged words all end a walk, so a
+/// walk never stalls, misaligns or runs past the segment.
+#[inline]
+pub fn walk_step<M: LogMemory + ?Sized>(mem: &M, off: u64, tag: u32) -> Option<Walked> {
+    let room = mem.capacity().checked_sub(off)?;
+    match peek(mem, off, tag) {
+        Peek::Data { len } if len as usize >= HEADER_LEN && align_up(len as u64) <= room => {
+            Some(Walked::Data {
+                len,
+                next: off + align_up(len as u64),
+            })
+        }
+        Peek::Padding { len } if len > 0 && len % 8 == 0 && len as u64 <= room => {
+            Some(Walked::Padding {
+                next: off + len as u64,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Writes header fields (bytes 8..32) for a frame at `off`.
 ///
 /// # Safety

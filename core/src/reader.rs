@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::frame::{align_up, payload_offset, HeaderFields, HEADER_LEN};
-use crate::protocol::{self, Peek};
+use crate::protocol::{self, Peek, Walked};
 use crate::segment::Segment;
 use crate::stream::Shared;
 use crate::Position;
@@ -227,11 +227,10 @@ impl Reader {
         };
         let mut off = 0;
         while off < target {
-            match protocol::peek(&seg, off, seg.tag()) {
-                // Impossible lengths (damage) would stall or misalign the walk: not a boundary.
-                Peek::Data { len } if len as usize >= HEADER_LEN => off += align_up(len as u64),
-                Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
-                _ => return Err(bad()),
+            match protocol::walk_step(&seg, off, seg.tag()) {
+                Some(Walked::Data { next, .. } | Walked::Padding { next }) => off = next,
+                // Unwritten, claimed or damaged before the target: not a boundary.
+                None => return Err(bad()),
             }
         }
         if off == target {

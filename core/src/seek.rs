@@ -1,9 +1,8 @@
 //! Finding positions by time without scanning the whole stream.
 
 use crate::error::Result;
-use crate::frame::{align_up, HEADER_LEN};
 use crate::preparer::first_timestamp;
-use crate::protocol::{self, Peek};
+use crate::protocol::{self, Walked};
 use crate::segment::{list_segments, Segment};
 use crate::stream::Shared;
 
@@ -36,18 +35,18 @@ pub(crate) fn position_for_time(s: &Shared, ns: u64) -> Result<u64> {
         };
         let mut off = 0;
         while off < size {
-            match protocol::peek(&seg, off, seg.tag()) {
-                // Impossible lengths (damage) end the scan like an unwritten word.
-                Peek::Data { len } if len as usize >= HEADER_LEN => {
+            match protocol::walk_step(&seg, off, seg.tag()) {
+                Some(Walked::Data { next, .. }) => {
                     // SAFETY: observed committed with Acquire.
                     let f = unsafe { protocol::read_fields(&seg, off) };
                     if f.timestamp_ns >= ns {
                         return Ok(seg.base() + off);
                     }
-                    off += align_up(len as u64);
+                    off = next;
                 }
-                Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
-                _ => return Ok(seg.base() + off),
+                Some(Walked::Padding { next }) => off = next,
+                // The end of the committed frames (or damage): start there.
+                None => return Ok(seg.base() + off),
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::frame::{
 use crate::meta::WRITER_SLOTS;
 use crate::preparer::Preparer;
 use crate::process::{current_pid, current_start_time, is_alive};
-use crate::protocol::{self, ClaimTail, LogMemory, MultiClaim, Peek};
+use crate::protocol::{self, ClaimTail, LogMemory, MultiClaim, Walked};
 use crate::segment::Segment;
 use crate::stream::Shared;
 use crate::Position;
@@ -652,13 +652,12 @@ fn recover_tail(s: &Shared) -> Result<(Segment, u64)> {
     let mut index = hint / size;
     let mut off = hint % size;
     let mut seg = open_or_create(s, index)?;
-    loop {
-        match protocol::peek(&seg, off, seg.tag()) {
-            Peek::Data { len } if len as usize >= HEADER_LEN => off += align_up(len as u64),
-            Peek::Padding { len } if len > 0 && len % 8 == 0 => off += len as u64,
-            // Unwritten, claimed, foreign, or a length no frame can have: the tail.
-            _ => break,
-        }
+    // Stops at the first word that is unwritten, claimed, foreign, or of a length no frame can
+    // have: the tail.
+    while let Some(Walked::Data { next, .. } | Walked::Padding { next }) =
+        protocol::walk_step(&seg, off, seg.tag())
+    {
+        off = next;
         if off >= size {
             index += 1;
             off = 0;
