@@ -202,6 +202,11 @@ impl DatagramIo for LossyIo {
         Ok(n)
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        // A datagram held back for reordering stays held until the next send or poll.
+        self.inner.flush()
+    }
+
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
     }

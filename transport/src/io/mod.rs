@@ -50,6 +50,11 @@ pub trait DatagramIo: Send {
         timeout: Duration,
         on_recv: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> std::io::Result<usize>;
+    /// Hands queued sends to the kernel now, without receiving (a sender that has just queued
+    /// fresh data calls this so it leaves in this loop iteration, not the next).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
     /// The bound local address.
     fn local_addr(&self) -> std::io::Result<SocketAddr>;
     /// Which backend this is (never [`Backend::Auto`]).

@@ -329,6 +329,13 @@ impl DatagramIo for UringUdp {
         Ok(n)
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.ring.submission().is_empty() {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }

@@ -20,6 +20,9 @@ use crate::wire::{
     MAX_NAK_RANGES,
 };
 
+/// NAK packets sent per session and loop iteration at most.
+const NAK_PACKETS: usize = 4;
+
 /// Receiver settings.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -115,6 +118,7 @@ pub struct UdpReceiver {
     rx: Vec<u8>,
     rx_meta: Vec<(std::ops::Range<usize>, SocketAddr)>,
     out: Vec<u8>,
+    pending: Vec<(SocketAddr, u32, Packet<'static>)>,
     last_unknown_reply: Option<Instant>,
 }
 
@@ -156,6 +160,7 @@ impl UdpReceiver {
             rx: Vec::with_capacity(256 << 10),
             rx_meta: Vec::new(),
             out: Vec::with_capacity(1024),
+            pending: Vec::new(),
             last_unknown_reply: None,
             cfg,
         })
@@ -436,7 +441,6 @@ impl UdpReceiver {
 
     fn timers(&mut self, now: Instant) -> Result<()> {
         let timeout = self.cfg.session_timeout;
-        let before = self.sessions.len();
         self.sessions.retain(|id, s| {
             let keep = now.duration_since(s.last_rx) < timeout;
             if !keep {
@@ -444,57 +448,88 @@ impl UdpReceiver {
             }
             keep
         });
-        let _ = before;
-        let ids: Vec<u32> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let mut out: Vec<(SocketAddr, Packet<'static>)> = Vec::new();
+        // Reused between iterations: a quiet loop allocates nothing.
+        let mut out = std::mem::take(&mut self.pending);
+        for (&id, s) in self.sessions.iter_mut() {
+            Self::nak(s, id, now, &self.cfg, &self.stats, &mut out);
+            let moved = s.next - s.status_pos >= (self.cfg.window as u64) / 4;
+            if moved
+                || s.last_status
+                    .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
             {
-                let Some(s) = self.sessions.get_mut(&id) else {
-                    continue;
-                };
-                // NAK gaps: at once when a gap opens beyond what was already NAKed, and again
-                // every nak_interval while any stays open.
-                if s.highest > s.next {
-                    let ranges = s.reorder.gaps(s.next, s.highest, MAX_NAK_RANGES);
-                    let end = ranges.last().map_or(0, |r| r.end);
-                    let due = match s.last_nak {
-                        None => true,
-                        Some((t, covered)) => {
-                            end > covered || now.duration_since(t) >= self.cfg.nak_interval
-                        }
-                    };
-                    if due && !ranges.is_empty() {
-                        out.push((s.peer, Packet::Nak(Nak { ranges })));
-                        s.last_nak = Some((now, end));
-                        self.stats.naks.fetch_add(1, Ordering::Relaxed);
-                    }
-                } else {
-                    s.last_nak = None;
-                }
-                let moved = s.next - s.status_pos >= (self.cfg.window as u64) / 4;
-                if moved
-                    || s.last_status
-                        .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
-                {
-                    out.push((
-                        s.peer,
-                        Packet::Status(Status {
-                            receiver_id: self.id,
-                            position: s.next,
-                            highest: s.highest,
-                            window: self.cfg.window,
-                        }),
-                    ));
-                    s.last_status = Some(now);
-                    s.status_pos = s.next;
-                }
-                self.stats.position.store(s.next, Ordering::Relaxed);
-                self.stats.highest.store(s.highest, Ordering::Relaxed);
+                out.push((
+                    s.peer,
+                    id,
+                    Packet::Status(Status {
+                        receiver_id: self.id,
+                        position: s.next,
+                        highest: s.highest,
+                        window: self.cfg.window,
+                    }),
+                ));
+                s.last_status = Some(now);
+                s.status_pos = s.next;
             }
-            for (to, p) in out {
-                self.send(to, id, &p)?;
+            self.stats.position.store(s.next, Ordering::Relaxed);
+            self.stats.highest.store(s.highest, Ordering::Relaxed);
+        }
+        let mut res = Ok(());
+        for (to, id, p) in out.drain(..) {
+            if res.is_ok() {
+                res = self.send(to, id, &p);
             }
         }
-        Ok(())
+        self.pending = out;
+        res
+    }
+
+    /// Queues NAKs for `s`. Gaps that opened beyond everything NAKed so far are NAKed at once;
+    /// every `nak_interval` the gaps from the replica's position on are NAKed again (lost NAKs,
+    /// lost retransmissions), up to [`NAK_PACKETS`] packets of [`MAX_NAK_RANGES`] ranges each.
+    fn nak(
+        s: &mut Session,
+        id: u32,
+        now: Instant,
+        cfg: &ReceiverConfig,
+        stats: &ReceiverStats,
+        out: &mut Vec<(SocketAddr, u32, Packet<'static>)>,
+    ) {
+        if s.highest <= s.next {
+            s.last_nak = None;
+            return;
+        }
+        let (from, periodic) = match s.last_nak {
+            None => (s.next, true),
+            Some((t, _)) if now.duration_since(t) >= cfg.nak_interval => (s.next, true),
+            Some((_, covered)) => (covered.max(s.next), false),
+        };
+        let mut cursor = from;
+        for _ in 0..NAK_PACKETS {
+            if cursor >= s.highest {
+                break;
+            }
+            let ranges = s.reorder.gaps(cursor, s.highest, MAX_NAK_RANGES);
+            let Some(last) = ranges.last() else {
+                break;
+            };
+            let full = ranges.len() == MAX_NAK_RANGES;
+            cursor = last.end;
+            out.push((s.peer, id, Packet::Nak(Nak { ranges })));
+            stats.naks.fetch_add(1, Ordering::Relaxed);
+            if !full {
+                break;
+            }
+        }
+        let covered = match s.last_nak {
+            Some((_, c)) => c.max(cursor),
+            None => cursor,
+        };
+        // Only the periodic round restarts the clock: a stream of new gaps must not postpone
+        // the repeat of older ones.
+        let t = match s.last_nak {
+            Some((t, _)) if !periodic => t,
+            _ => now,
+        };
+        s.last_nak = Some((t, covered));
     }
 }

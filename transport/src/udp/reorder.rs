@@ -110,18 +110,24 @@ impl Reorder {
         self.bytes
     }
 
-    /// Missing ranges between `next` and `highest`, at most `max`.
-    pub(crate) fn gaps(&self, next: u64, highest: u64, max: usize) -> Vec<NakRange> {
+    /// Missing ranges between `from` and `highest`, at most `max`. Only held frames from `from`
+    /// on are visited (plus the one before it, which may reach past `from`), so asking about the
+    /// newest part of the window costs nothing for the frames held before it.
+    pub(crate) fn gaps(&self, from: u64, highest: u64, max: usize) -> Vec<NakRange> {
         let mut out = Vec::new();
-        let mut cursor = next;
-        for (&pos, raw) in &self.frames {
-            if out.len() >= max {
+        let mut cursor = self
+            .frames
+            .range(..from)
+            .next_back()
+            .map_or(from, |(&p, raw)| from.max(p + align8(raw.len() as u64)));
+        for (&pos, raw) in self.frames.range(from..) {
+            if out.len() >= max || cursor >= highest {
                 return out;
             }
             if pos > cursor {
                 out.push(NakRange {
                     start: cursor,
-                    end: pos,
+                    end: pos.min(highest),
                 });
             }
             cursor = cursor.max(pos + align8(raw.len() as u64));
@@ -161,6 +167,28 @@ mod tests {
             ]
         );
         assert_eq!(r.gaps(0, 400, 1).len(), 1);
+        // From inside a held frame, or between frames: only what lies after.
+        assert_eq!(
+            r.gaps(80, 400, 8),
+            vec![
+                NakRange {
+                    start: 104,
+                    end: 200
+                },
+                NakRange {
+                    start: 208,
+                    end: 400
+                }
+            ]
+        );
+        assert_eq!(
+            r.gaps(150, 204, 8),
+            vec![NakRange {
+                start: 150,
+                end: 200
+            }]
+        );
+        assert_eq!(r.gaps(300, 300, 8), vec![]);
         assert!(r.take(0).is_none());
         assert_eq!(r.take(64).map(|v| v.len()), Some(40));
         assert_eq!(r.held_bytes(), 8);

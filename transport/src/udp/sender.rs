@@ -275,6 +275,9 @@ impl UdpSender {
                 work |= self.ship_live()?;
                 let n = self.packer.flush(&mut *self.io, self.cfg.remote)?;
                 if n > 0 {
+                    // Fresh data leaves now rather than with the next iteration's poll: one
+                    // submission for the whole batch either way, minus one loop of latency.
+                    self.io.flush()?;
                     self.last_data = now;
                     work = true;
                 } else if now.duration_since(self.last_data) >= self.cfg.heartbeat_interval {
