@@ -47,6 +47,10 @@
 //! simulation); otherwise not at all.
 #![cfg_attr(not(test), no_std)]
 
+// The host simulation (`sim` feature) uses the standard library; the SDK itself never does.
+#[cfg(feature = "sim")]
+extern crate std;
+
 mod fmt;
 
 pub mod backoff;
@@ -55,6 +59,8 @@ pub mod outbox;
 pub mod ring;
 pub mod sequence;
 pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod topics;
 
 /// Wire types shared with the gateway and host readers (`ringway_core::wire`).

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringway_firmware::wire::{access_telemetry, DeviceId, WireBuf, TELEMETRY_WIRE_SIZE};
-use support::netns::{require_root_and_tools, NetNs};
-use support::sim::{spawn_devices_with, DeviceSpec};
+use support::netns::{create_ns, require_root_and_tools};
+use support::sim::{pace, spawn_devices_with, DeviceSpec};
 
 fn read_varint(s: &mut TcpStream) -> std::io::Result<usize> {
     let mut value = 0usize;
@@ -85,21 +85,17 @@ fn serve(listener: TcpListener, log: Arc<Mutex<Vec<Vec<u64>>>>) {
 #[test]
 fn unacknowledged_publishes_are_sent_again_after_the_ack_timeout() {
     require_root_and_tools();
-    let ns = NetNs::create("ack", 1);
+    let ns = create_ns("ack", 1);
     let log = Arc::new(Mutex::new(Vec::new()));
     {
         let (tx, rx) = std::sync::mpsc::channel();
-        let ns_copy = NetNs {
-            name: ns.name.clone(),
-        };
         let log = log.clone();
-        std::thread::spawn(move || {
-            ns_copy.enter_current_thread();
-            std::mem::forget(ns_copy);
+        ns.spawn_in(move || {
             let listener = TcpListener::bind("192.0.2.1:1883").expect("bind in namespace");
             tx.send(()).unwrap();
             serve(listener, log);
-        });
+        })
+        .expect("server thread in the namespace");
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
     let n = 5;
@@ -108,14 +104,14 @@ fn unacknowledged_publishes_are_sent_again_after_the_ack_timeout() {
         vec![DeviceSpec {
             id: DeviceId(0xa1),
             readings: n,
-            period: Duration::from_millis(1),
+            pace: pace(Duration::from_millis(1)),
             submit_log: None,
         }],
         Duration::from_millis(200),
         Duration::from_secs(1),
     );
     let start = Instant::now();
-    devices[0].wait_all_acked(Duration::from_secs(30));
+    devices[0].wait_all_acked(Duration::from_secs(30)).unwrap();
     let stats = devices[0].outbox.stats();
     let log = log.lock().unwrap().clone();
     eprintln!(

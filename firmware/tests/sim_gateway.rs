@@ -14,8 +14,8 @@ use ringway_firmware::wire::{
 };
 use ringway_mqtt_gateway::MqttMeta;
 use support::gateway::{GatewayHandle, COMMAND_STREAM, TELEMETRY_STREAM};
-use support::netns::{require_root_and_tools, NetNs};
-use support::sim::{spawn_devices, DeviceSpec};
+use support::netns::{create_ns, require_root_and_tools};
+use support::sim::{pace, spawn_devices, DeviceSpec};
 
 /// (device, boot, seq) of every telemetry frame in the stream, read and validated in place.
 fn read_journal(dir: &std::path::Path) -> Vec<(u64, u32, u64)> {
@@ -72,7 +72,7 @@ fn tempdir(tag: &str) -> tempfile::TempDir {
 #[test]
 fn gateway_journal_receives_10000_readings_in_order() {
     require_root_and_tools();
-    let ns = NetNs::create("gw1", 1);
+    let ns = create_ns("gw1", 1);
     let dir = tempdir("gw1");
     let _gw = GatewayHandle::start(&ns, dir.path());
     let n = 10_000u64;
@@ -81,12 +81,12 @@ fn gateway_journal_receives_10000_readings_in_order() {
         vec![DeviceSpec {
             id: DeviceId(0xe1),
             readings: n,
-            period: Duration::ZERO,
+            pace: pace(Duration::ZERO),
             submit_log: None,
         }],
         Duration::from_secs(1),
     );
-    let took = devices[0].wait_all_acked(Duration::from_secs(120));
+    let took = devices[0].wait_all_acked(Duration::from_secs(120)).unwrap();
     let stats = devices[0].outbox.stats();
     // PUBACK comes after the append: everything acknowledged is already in the journal.
     let journal = read_journal(dir.path());
@@ -102,7 +102,7 @@ fn gateway_journal_receives_10000_readings_in_order() {
 /// The gateway is killed and restarted while the device publishes.
 fn kill_and_restart(tag: &str, device: u64, n: u64, period: Duration) -> KillOutcome {
     require_root_and_tools();
-    let ns = NetNs::create(tag, 1);
+    let ns = create_ns(tag, 1);
     let dir = tempdir(tag);
     let mut gw = GatewayHandle::start(&ns, dir.path());
     let devices = spawn_devices(
@@ -110,7 +110,7 @@ fn kill_and_restart(tag: &str, device: u64, n: u64, period: Duration) -> KillOut
         vec![DeviceSpec {
             id: DeviceId(device),
             readings: n,
-            period,
+            pace: pace(period),
             submit_log: None,
         }],
         Duration::from_millis(500),
@@ -126,8 +126,8 @@ fn kill_and_restart(tag: &str, device: u64, n: u64, period: Duration) -> KillOut
         during.buffered > 0,
         "readings buffered while the gateway is down: {during:?}"
     );
-    gw.restart();
-    dev.wait_all_acked(Duration::from_secs(120));
+    gw.restart(&ns);
+    dev.wait_all_acked(Duration::from_secs(120)).unwrap();
     let stats = dev.outbox.stats();
     let journal = wait_journal(dir.path(), n as usize);
     let seqs = seqs_of(&journal, device);
@@ -186,7 +186,7 @@ fn gateway_stores_each_reading_once_across_a_kill() {
 #[test]
 fn command_appended_to_a_stream_reaches_the_device() {
     require_root_and_tools();
-    let ns = NetNs::create("gw3", 1);
+    let ns = create_ns("gw3", 1);
     let dir = tempdir("gw3");
     let _gw = GatewayHandle::start(&ns, dir.path());
     let devices = spawn_devices(
@@ -194,12 +194,12 @@ fn command_appended_to_a_stream_reaches_the_device() {
         vec![DeviceSpec {
             id: DeviceId(0xe3),
             readings: 20,
-            period: Duration::from_millis(1),
+            pace: pace(Duration::from_millis(1)),
             submit_log: None,
         }],
         Duration::from_secs(1),
     );
-    devices[0].wait_all_acked(Duration::from_secs(60));
+    devices[0].wait_all_acked(Duration::from_secs(60)).unwrap();
     // The device subscribed before its first publish was acknowledged; append the command as
     // any local process would (a trading process, not an MQTT client).
     let cmd = Command {
@@ -249,7 +249,7 @@ fn command_appended_to_a_stream_reaches_the_device() {
 fn hundred_devices_through_the_gateway() {
     require_root_and_tools();
     let count = 100usize;
-    let ns = NetNs::create("gw4", count);
+    let ns = create_ns("gw4", count);
     let dir = tempdir("gw4");
     let _gw = GatewayHandle::start(&ns, dir.path());
     let per_device = 100u64;
@@ -257,13 +257,13 @@ fn hundred_devices_through_the_gateway() {
         .map(|i| DeviceSpec {
             id: DeviceId(0x2000 + i),
             readings: per_device,
-            period: Duration::from_millis(5),
+            pace: pace(Duration::from_millis(5)),
             submit_log: None,
         })
         .collect();
     let devices = spawn_devices(&ns, specs, Duration::from_secs(2));
     for d in &devices {
-        d.wait_all_acked(Duration::from_secs(180));
+        d.wait_all_acked(Duration::from_secs(180)).unwrap();
     }
     let journal = read_journal(dir.path());
     for d in &devices {
@@ -282,20 +282,18 @@ fn hundred_devices_through_the_gateway() {
 #[test]
 fn latency_device_submit_to_journal_reader() {
     require_root_and_tools();
-    let ns = NetNs::create("gw7", 1);
+    let ns = create_ns("gw7", 1);
     let dir = tempdir("gw7");
     let _gw = GatewayHandle::start(&ns, dir.path());
     let n = 2_000u64;
-    let log: &'static std::sync::Mutex<Vec<Instant>> = Box::leak(Box::new(std::sync::Mutex::new(
-        Vec::with_capacity(n as usize),
-    )));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
     let devices = spawn_devices(
         &ns,
         vec![DeviceSpec {
             id: DeviceId(0xe7),
             readings: n,
-            period: Duration::from_millis(5),
-            submit_log: Some(log),
+            pace: pace(Duration::from_millis(5)),
+            submit_log: Some(log.clone()),
         }],
         Duration::from_secs(1),
     );
@@ -333,7 +331,7 @@ fn latency_device_submit_to_journal_reader() {
             std::thread::yield_now();
         }
     }
-    devices[0].wait_all_acked(Duration::from_secs(30));
+    devices[0].wait_all_acked(Duration::from_secs(30)).unwrap();
     let submitted = log.lock().unwrap();
     // Steady state only: skip readings submitted before the first one reached the journal
     // (they waited for the interface, ARP and the MQTT connection).

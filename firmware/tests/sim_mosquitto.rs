@@ -11,8 +11,8 @@ use ringway_firmware::wire::{
     access_telemetry, encode_command, Action, Command, DeviceId, WireBuf, TELEMETRY_WIRE_SIZE,
 };
 use support::broker::Broker;
-use support::netns::{require_root_and_tools, NetNs};
-use support::sim::{spawn_devices, DeviceSpec};
+use support::netns::{create_ns, require_root_and_tools};
+use support::sim::{pace, spawn_devices, DeviceSpec};
 use support::subscriber::{Message, Subscriber};
 
 /// Decode (validated, from an 8-aligned copy) the (device, boot, seq) of every telemetry message.
@@ -67,7 +67,7 @@ fn wait_for_messages(sub: &Subscriber, n: usize, timeout: Duration) -> Vec<Messa
 #[test]
 fn one_device_delivers_10000_readings_in_order() {
     require_root_and_tools();
-    let ns = NetNs::create("one", 1);
+    let ns = create_ns("one", 1);
     let _broker = Broker::start(&ns);
     let sub = Subscriber::start(&ns, "verifier-one", "devices/+/telemetry");
     let n = 10_000;
@@ -76,12 +76,12 @@ fn one_device_delivers_10000_readings_in_order() {
         vec![DeviceSpec {
             id: DeviceId(0xd1),
             readings: n,
-            period: Duration::ZERO,
+            pace: pace(Duration::ZERO),
             submit_log: None,
         }],
         Duration::from_secs(1),
     );
-    let took = devices[0].wait_all_acked(Duration::from_secs(120));
+    let took = devices[0].wait_all_acked(Duration::from_secs(120)).unwrap();
     let stats = devices[0].outbox.stats();
     let messages = wait_for_messages(&sub, n as usize, Duration::from_secs(30));
     let decoded = decode(&messages);
@@ -100,7 +100,7 @@ fn one_device_delivers_10000_readings_in_order() {
 #[test]
 fn broker_restart_mid_run_loses_nothing() {
     require_root_and_tools();
-    let ns = NetNs::create("restart", 1);
+    let ns = create_ns("restart", 1);
     let mut broker = Broker::start(&ns);
     let sub = Subscriber::start(&ns, "verifier-restart", "devices/+/telemetry");
     // 500 readings/s; the broker is down for ~1.5 s plus the reconnect backoff, well inside
@@ -111,7 +111,7 @@ fn broker_restart_mid_run_loses_nothing() {
         vec![DeviceSpec {
             id: DeviceId(0xd2),
             readings: n,
-            period: Duration::from_millis(2),
+            pace: pace(Duration::from_millis(2)),
             submit_log: None,
         }],
         Duration::from_millis(500),
@@ -128,7 +128,7 @@ fn broker_restart_mid_run_loses_nothing() {
         "readings are buffered while the broker is down: {during:?}"
     );
     broker.restart(&ns);
-    dev.wait_all_acked(Duration::from_secs(120));
+    dev.wait_all_acked(Duration::from_secs(120)).unwrap();
     let stats = dev.outbox.stats();
     let messages = wait_for_messages(&sub, n as usize, Duration::from_secs(30));
     let decoded = decode(&messages);
@@ -151,19 +151,19 @@ fn broker_restart_mid_run_loses_nothing() {
 #[test]
 fn command_reaches_the_device_handler() {
     require_root_and_tools();
-    let ns = NetNs::create("cmd", 1);
+    let ns = create_ns("cmd", 1);
     let _broker = Broker::start(&ns);
     let devices = spawn_devices(
         &ns,
         vec![DeviceSpec {
             id: DeviceId(0xd3),
             readings: 10,
-            period: Duration::from_millis(1),
+            pace: pace(Duration::from_millis(1)),
             submit_log: None,
         }],
         Duration::from_secs(1),
     );
-    devices[0].wait_all_acked(Duration::from_secs(60));
+    devices[0].wait_all_acked(Duration::from_secs(60)).unwrap();
     let cmd = Command {
         device_id: DeviceId(0xd3),
         command_id: 77,
@@ -171,7 +171,7 @@ fn command_reaches_the_device_handler() {
     };
     let mut out = WireBuf::<64>::new();
     let bytes = encode_command(&cmd, &mut out).unwrap();
-    let file = std::env::temp_dir().join(format!("{}-cmd.bin", ns.name));
+    let file = std::env::temp_dir().join(format!("{}-cmd.bin", ns.name()));
     std::fs::write(&file, bytes).unwrap();
     let status = ns
         .command("mosquitto_pub")
@@ -221,7 +221,7 @@ fn command_reaches_the_device_handler() {
 fn hundred_devices_at_once() {
     require_root_and_tools();
     let count = 100;
-    let ns = NetNs::create("fleet", count);
+    let ns = create_ns("fleet", count);
     let _broker = Broker::start(&ns);
     let sub = Subscriber::start(&ns, "verifier-fleet", "devices/+/telemetry");
     let per_device = 200;
@@ -229,13 +229,13 @@ fn hundred_devices_at_once() {
         .map(|i| DeviceSpec {
             id: DeviceId(0x1000 + i),
             readings: per_device,
-            period: Duration::from_millis(5),
+            pace: pace(Duration::from_millis(5)),
             submit_log: None,
         })
         .collect();
     let devices = spawn_devices(&ns, specs, Duration::from_secs(2));
     for d in &devices {
-        d.wait_all_acked(Duration::from_secs(180));
+        d.wait_all_acked(Duration::from_secs(180)).unwrap();
     }
     let total = count * per_device as usize;
     let messages = wait_for_messages(&sub, total, Duration::from_secs(30));

@@ -15,7 +15,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(ns: &NetNs) -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-mosquitto", ns.name));
+        let dir = std::env::temp_dir().join(format!("{}-mosquitto", ns.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let conf = format!(
@@ -28,7 +28,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             dir,
-            ns_name: ns.name.clone(),
+            ns_name: ns.name().to_owned(),
         };
         b.spawn(ns);
         b

@@ -11,9 +11,8 @@ use super::netns::NetNs;
 
 pub struct GatewayHandle {
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ringway_firmware::sim::SimError>>>,
     pub dir: PathBuf,
-    ns_name: String,
 }
 
 pub const TELEMETRY_STREAM: &str = "telemetry";
@@ -51,29 +50,26 @@ impl GatewayHandle {
     pub fn start(ns: &NetNs, dir: &Path) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let ns_copy = NetNs {
-            name: ns.name.clone(),
-        };
         let cfg = config(dir);
-        let thread = std::thread::spawn(move || {
-            ns_copy.enter_current_thread();
-            std::mem::forget(ns_copy);
-            // Worker threads are spawned from this thread and so share its namespace.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let gateway = rt.block_on(async {
-                let gw = Gateway::start(cfg).await.expect("gateway start");
-                let _ = ready_tx.send(());
-                let _ = stop_rx.await;
-                gw
-            });
-            // An abrupt stop: connections are cut without DISCONNECT, nothing is flushed.
-            rt.shutdown_timeout(Duration::from_millis(100));
-            drop(gateway);
-        });
+        let thread = ns
+            .spawn_in(move || {
+                // Worker threads are spawned from this thread and so share its namespace.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let gateway = rt.block_on(async {
+                    let gw = Gateway::start(cfg).await.expect("gateway start");
+                    let _ = ready_tx.send(());
+                    let _ = stop_rx.await;
+                    gw
+                });
+                // An abrupt stop: connections are cut without DISCONNECT, nothing is flushed.
+                rt.shutdown_timeout(Duration::from_millis(100));
+                drop(gateway);
+            })
+            .expect("gateway thread in the namespace");
         ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("gateway did not start");
@@ -81,7 +77,6 @@ impl GatewayHandle {
             stop: Some(stop_tx),
             thread: Some(thread),
             dir: dir.to_path_buf(),
-            ns_name: ns.name.clone(),
         }
     }
 
@@ -95,14 +90,9 @@ impl GatewayHandle {
         }
     }
 
-    pub fn restart(&mut self) {
+    pub fn restart(&mut self, ns: &NetNs) {
         self.kill();
-        let ns = NetNs {
-            name: self.ns_name.clone(),
-        };
-        let fresh = GatewayHandle::start(&ns, &self.dir);
-        std::mem::forget(ns);
-        *self = fresh;
+        *self = GatewayHandle::start(ns, &self.dir);
     }
 }
 
