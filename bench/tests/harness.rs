@@ -278,7 +278,7 @@ fn throughput_rows_carry_rates_and_plot() {
 }
 
 #[test]
-fn mqtt_quick_reports_gateway_and_mosquitto_rows() {
+fn mqtt_quick_reports_gateway_mosquitto_and_device_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     ok(&["mqtt", "--quick", "--timeout-secs", "60", "--out", out]);
@@ -289,21 +289,53 @@ fn mqtt_quick_reports_gateway_and_mosquitto_rows() {
         [
             "ringway-gateway",
             "ringway-gateway-publish-to-journal",
+            "ringway-gateway-publish-to-journal-spin",
             "mosquitto",
-            "mosquitto-publish-to-subscriber"
+            "mosquitto-publish-to-subscriber",
+            "ringway-device-readings",
+            "ringway-device-to-journal",
+            "ringway-device-to-subscriber"
         ]
     );
+    // The device path needs root, `ip` and /dev/net/tun (a namespace with TAP devices); where
+    // they exist it must have run.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let can_simulate = unsafe { libc::geteuid() } == 0
+        && Path::new("/dev/net/tun").exists()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    for name in [
+        "ringway-device-readings",
+        "ringway-device-to-journal",
+        "ringway-device-to-subscriber",
+    ] {
+        let st = status(&v, name);
+        if can_simulate {
+            assert_eq!(st, "ok", "{v}");
+        } else {
+            assert!(st.starts_with("skipped: "), "{name}: {st}");
+        }
+    }
     // The gateway runs in-process: its rows must be measured. mosquitto may be absent (skipped).
     assert_eq!(status(&v, "ringway-gateway"), "ok", "{v}");
-    assert_eq!(
-        status(&v, "ringway-gateway-publish-to-journal"),
-        "ok",
-        "{v}"
-    );
+    for name in [
+        "ringway-gateway-publish-to-journal",
+        "ringway-gateway-publish-to-journal-spin",
+    ] {
+        assert_eq!(status(&v, name), "ok", "{v}");
+    }
     for s in v["systems"].as_array().unwrap() {
         if s["status"] == "ok" && s["msgs_per_sec"].is_f64() {
             assert!(s["msgs_per_sec"].as_f64().unwrap() > 0.0, "{s}");
-            assert_eq!(s["payload_bytes"], 64);
+            // The device path carries one archived Telemetry (104 bytes), the others 64 bytes.
+            let expected = if s["name"] == "ringway-device-readings" {
+                104
+            } else {
+                64
+            };
+            assert_eq!(s["payload_bytes"], expected);
         }
     }
     let notes: Vec<&str> = v["notes"]

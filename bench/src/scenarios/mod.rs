@@ -4,6 +4,7 @@
 
 pub mod fanout;
 pub mod mqtt;
+pub mod mqtt_device;
 pub mod oneway;
 pub mod pingpong;
 pub mod roll;

@@ -5,16 +5,20 @@
 //!    (up to `INFLIGHT` unacknowledged each); msgs/s = PUBACKs received / time from the first publish to the
 //!    last PUBACK.
 //! 2. Latency, one message at a time: a QoS 1 PUBLISH carrying a timestamp, to the gateway's journal read by a
-//!    ringway-core `Reader` on stream `mqtt` (busy-polling thread), and to an MQTT subscriber of mosquitto.
+//!    ringway-core `Reader` on stream `mqtt` (a thread blocking in `Reader::wait`, and again busy-polling: row
+//!    `…-spin`), and to an MQTT subscriber of mosquitto. The publisher sleeps until the receiver reports each
+//!    message (a channel), so only the reader of the `-spin` row spends a core waiting.
 //! 3. Memory per idle connection: 1,000 (50 with `--quick`) MQTT 3.1.1 connections (CONNECT, CONNACK, then
 //!    nothing); (VmRSS after - VmRSS before) / connections, of this process for the gateway and of the
 //!    mosquitto process. Reported as notes.
+//! 4. The device path (`mqtt_device`): one simulated firmware device's readings/s into the journal, and its
+//!    latency to a journal reader and to an MQTT subscriber.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use crate::cli::MqttArgs;
 use crate::error::{BenchError, Result};
 use crate::report::{Report, SystemResult, SystemRun};
+use crate::scenarios::mqtt_device::{self, DevicePlan, READING_BYTES};
 use crate::scenarios::Env;
 use crate::stats::{new_histogram, record};
 use crate::timer::Timer;
@@ -58,6 +63,8 @@ struct Figures {
     rate: f64,
     acked: u64,
     latency: Histogram<u64>,
+    /// The gateway only: publish -> journal with a busy-polling reader.
+    latency_spin: Option<Histogram<u64>>,
     rss_per_conn: Option<f64>,
 }
 
@@ -97,7 +104,7 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
         (
             "ringway-gateway",
             "ringway-gateway-publish-to-journal",
-            "QoS 1 PUBLISH -> journal Reader (stream `mqtt`, busy-poll), one at a time",
+            "QoS 1 PUBLISH -> journal Reader (stream `mqtt`, blocking in Reader::wait), one at a time",
             ringway,
         ),
         (
@@ -120,6 +127,13 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
                 let mut r = SystemRun::measured(lat_name, f.latency);
                 r.result.mode = Some(lat_mode.to_string());
                 runs.push(r);
+                if let Some(h) = f.latency_spin {
+                    let mut r = SystemRun::measured(&format!("{lat_name}-spin"), h);
+                    r.result.mode = Some(
+                        "QoS 1 PUBLISH -> journal Reader (stream `mqtt`, busy-polling thread), one at a time".into(),
+                    );
+                    runs.push(r);
+                }
                 match f.rss_per_conn {
                     Some(b) => notes.push(format!(
                         "{name}: RSS per idle MQTT connection: {:.1} KiB ({} connections, (VmRSS after - before) / {})",
@@ -135,9 +149,13 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
                 res.payload_bytes = Some(PAYLOAD);
                 runs.push(SystemRun::row(res));
                 runs.push(SystemRun::skipped(lat_name, &reason));
+                if name == "ringway-gateway" {
+                    runs.push(SystemRun::skipped(&format!("{lat_name}-spin"), &reason));
+                }
             }
         }
     }
+    device_rows(&env, &plan, quick, &mut runs, &mut notes)?;
     notes.push(
         "ringway-gateway appends every PUBLISH to its journal (/dev/shm) before the PUBACK; mosquitto runs with its \
          defaults (no persistence)"
@@ -151,6 +169,75 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
     let mut report = env.report("mqtt", PAYLOAD, runs);
     report.notes.extend(notes);
     Ok(report)
+}
+
+/// The device path (`mqtt_device`): rows `ringway-device-readings` (readings/s of one simulated device into the
+/// journal), `ringway-device-to-journal` and `ringway-device-to-subscriber` (latency), or the reason they were skipped.
+fn device_rows(
+    env: &Env,
+    plan: &Plan,
+    quick: bool,
+    runs: &mut Vec<SystemRun>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let dir = env.subdir("mqtt-device")?;
+    let device_plan = DevicePlan {
+        readings: if quick { 2_000 } else { 20_000 },
+        samples: plan.latency,
+        warmup: plan.warmup,
+        timeout: plan.timeout,
+    };
+    let names = [
+        "ringway-device-readings",
+        "ringway-device-to-journal",
+        "ringway-device-to-subscriber",
+    ];
+    match mqtt_device::measure(&dir, &device_plan) {
+        Ok(f) => {
+            let mut res = SystemResult::skipped(names[0], "");
+            res.status = "ok".into();
+            res.payload_bytes = Some(READING_BYTES);
+            res.msgs_per_sec = Some(f.rate);
+            res.bytes_per_sec = Some(f.rate * READING_BYTES as f64);
+            res.samples = Some(f.counted);
+            res.mode = Some(format!(
+                "one simulated device (ringway-firmware on embassy-net, TAP), QoS 1, window {}, \
+                 readings/s from the first PUBACK to the last",
+                ringway_firmware::sim::WINDOW
+            ));
+            runs.push(SystemRun::row(res));
+            for (name, hist, mode) in [
+                (
+                    names[1],
+                    f.to_journal,
+                    "device Outbox::submit -> host journal Reader (&ArchivedTelemetry in place), one at a time",
+                ),
+                (
+                    names[2],
+                    f.to_subscriber,
+                    "device Outbox::submit -> MQTT subscriber of the gateway (QoS 1), one at a time",
+                ),
+            ] {
+                let mut r = SystemRun::measured(name, hist);
+                r.result.mode = Some(mode.to_string());
+                r.result.payload_bytes = Some(READING_BYTES);
+                runs.push(r);
+            }
+            notes.push(format!(
+                "ringway-device-*: the firmware's session and outbox on embassy's std executor with an embassy-net \
+                 stack on a TAP device in a network namespace (192.0.2.0/24), the gateway in this process inside it; \
+                 payload = one archived Telemetry ({READING_BYTES} B)"
+            ));
+        }
+        Err(reason) => {
+            for name in names {
+                let mut r = SystemRun::skipped(name, &reason);
+                r.result.payload_bytes = Some(READING_BYTES);
+                runs.push(r);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lets 1,000 idle connections (both ends in this process for the gateway) fit under the descriptor limit.
@@ -187,12 +274,14 @@ fn ringway_gateway(env: &Env, plan: &Plan) -> Result<Figures> {
     let addr = gateway.mqtt_addrs()[0];
     let result = (|| {
         let (rate, acked) = rt.block_on(throughput(addr, plan))?;
-        let latency = rt.block_on(journal_latency(addr, &dir, plan))?;
+        let latency = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Block))?;
+        let latency_spin = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Spin))?;
         let rss = idle_rss(addr, plan, || rss_of("self"))?;
         Ok(Figures {
             rate,
             acked,
             latency,
+            latency_spin: Some(latency_spin),
             rss_per_conn: rss,
         })
     })()
@@ -238,6 +327,7 @@ fn mosquitto(env: &Env, plan: &Plan) -> Result<Figures> {
             rate,
             acked,
             latency,
+            latency_spin: None,
             rss_per_conn: rss,
         })
     })()
@@ -386,10 +476,11 @@ fn stamp_of(payload: &[u8]) -> Option<u64> {
     }
 }
 
-/// Publishes `warmup + latency` stamped messages one at a time, each after `seen` counted the previous one.
+/// Publishes `warmup + latency` stamped messages one at a time, each once the receiver reported the previous one
+/// on `seen` (a channel: the publisher sleeps meanwhile instead of taking a core from the path it measures).
 async fn paced_publish(
     client: &AsyncClient,
-    seen: &AtomicU64,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
     plan: &Plan,
 ) -> std::result::Result<(), String> {
     let total = plan.warmup + plan.latency;
@@ -403,34 +494,47 @@ async fn paced_publish(
             )
             .await
             .map_err(|e| format!("publish: {e}"))?;
-        let deadline = Instant::now() + plan.timeout;
-        // Acquire: pairs with the receiver's Release store.
-        while seen.load(Ordering::Acquire) <= i {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "message {i} not received within {:?}",
-                    plan.timeout
-                ));
+        loop {
+            match tokio::time::timeout(plan.timeout, seen.recv()).await {
+                Ok(Some(n)) if n > i => break,
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("receiver stopped".into()),
+                Err(_) => {
+                    return Err(format!(
+                        "message {i} not received within {:?}",
+                        plan.timeout
+                    ))
+                }
             }
-            tokio::task::yield_now().await;
         }
     }
     Ok(())
 }
 
-/// Publish -> journal Reader on stream `mqtt` (a busy-polling thread).
+/// How the journal reader of the publish -> journal measurement waits for the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderWait {
+    /// `Reader::wait`: blocks in the kernel (futex) until the writer commits, like a subscriber blocked in epoll.
+    Block,
+    /// Busy-polls `Reader::poll` (one core spent on the reader).
+    Spin,
+}
+
+/// Publish -> journal Reader on stream `mqtt` (a thread of its own, waiting as `wait` says).
 async fn journal_latency(
     addr: SocketAddr,
     dir: &Path,
     plan: &Plan,
+    wait: ReaderWait,
 ) -> std::result::Result<Histogram<u64>, String> {
-    let (client, mut el) = connect(addr, "bench-latency".into(), plan.timeout).await?;
+    let id = format!("bench-latency-{wait:?}");
+    let (client, mut el) = connect(addr, id, plan.timeout).await?;
     let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
     // The stream exists once the gateway has appended to it (the throughput phase did).
     let stream = Stream::open(dir, "mqtt").map_err(|e| format!("opening stream `mqtt`: {e}"))?;
-    let seen = Arc::new(AtomicU64::new(0));
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (rseen, rstop, timer) = (seen.clone(), stop.clone(), plan.timer.clone());
+    let (rstop, timer, timeout) = (stop.clone(), plan.timer.clone(), plan.timeout);
     let (total, warmup) = (plan.warmup + plan.latency, plan.warmup);
     // Positioned before the first stamped message is published (a reader opened later could start after it).
     let mut r = stream
@@ -440,8 +544,12 @@ async fn journal_latency(
         let mut hist = new_histogram();
         let mut n = 0u64;
         while n < total {
+            // Relaxed: the flag only ends this loop; the publisher's result comes back through join.
             if rstop.load(Ordering::Relaxed) {
                 return Err("publisher stopped".into());
+            }
+            if wait == ReaderWait::Block {
+                r.wait(timeout).map_err(|e| format!("reader wait: {e}"))?;
             }
             let mut sample = None;
             r.poll(1, |f| {
@@ -454,15 +562,16 @@ async fn journal_latency(
                     record(&mut hist, ns).map_err(|e| e.to_string())?;
                 }
                 n += 1;
-                // Release: the publisher sends the next message only after this one was handled.
-                rseen.store(n, Ordering::Release);
-            } else {
+                // The publisher sends the next message only after this one was handled.
+                let _ = seen_tx.send(n);
+            } else if wait == ReaderWait::Spin {
                 std::hint::spin_loop();
             }
         }
         Ok(hist)
     });
-    let published = paced_publish(&client, &seen, plan).await;
+    let published = paced_publish(&client, &mut seen, plan).await;
+    // Relaxed: see the reader loop.
     stop.store(true, Ordering::Relaxed);
     let hist = reader
         .join()
@@ -496,8 +605,8 @@ async fn subscriber_latency(
         .map_err(|_| "no SUBACK".to_string())??;
     let (client, mut el) = connect(addr, "bench-latency".into(), plan.timeout).await?;
     let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    let seen = Arc::new(AtomicU64::new(0));
-    let (rseen, timer) = (seen.clone(), plan.timer.clone());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let timer = plan.timer.clone();
     let (total, warmup) = (plan.warmup + plan.latency, plan.warmup);
     let receiver = tokio::spawn(async move {
         let mut hist = new_histogram();
@@ -512,7 +621,7 @@ async fn subscriber_latency(
                                 .map_err(|e| e.to_string())?;
                         }
                         n += 1;
-                        rseen.store(n, Ordering::Release);
+                        let _ = seen_tx.send(n);
                     }
                 }
                 Ok(_) => {}
@@ -521,7 +630,7 @@ async fn subscriber_latency(
         }
         Ok::<_, String>(hist)
     });
-    let published = paced_publish(&client, &seen, plan).await;
+    let published = paced_publish(&client, &mut seen, plan).await;
     if published.is_err() {
         receiver.abort();
     }
