@@ -1,6 +1,7 @@
 //! Datagram I/O: io_uring with batched submissions when the kernel allows it, plain
 //! non-blocking sockets otherwise.
 
+mod bufring;
 mod plain;
 mod sockaddr;
 mod uring;

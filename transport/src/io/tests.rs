@@ -135,3 +135,34 @@ fn socket_buffer_is_enlarged() {
     eprintln!("SO_RCVBUF {b}");
     assert!(b >= 1 << 20, "{b}");
 }
+
+#[test]
+fn uring_receive_survives_more_datagrams_than_buffers() {
+    if uring_available().is_err() {
+        return;
+    }
+    let opts = UdpOptions {
+        backend: Backend::Uring,
+        ..UdpOptions::default()
+    };
+    let mut r = open_udp("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let to = r.local_addr().unwrap();
+    // Arms the multishot receive, then lets far more datagrams arrive than there are buffers:
+    // the receive runs out of buffers, ends, and must be re-armed to get the rest.
+    assert_eq!(r.poll(Duration::ZERO, &mut |_, _| {}).unwrap(), 0);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let total = 500u32;
+    for i in 0..total {
+        s.send_to(&i.to_le_bytes(), to).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut got = vec![];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < total as usize && Instant::now() < deadline {
+        r.poll(Duration::from_millis(10), &mut |d, _| {
+            got.push(u32::from_le_bytes(d.try_into().unwrap()))
+        })
+        .unwrap();
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+}

@@ -1,7 +1,9 @@
-//! UDP over io_uring: a fixed pool of receive slots kept posted (RECVMSG) and a pool of send
-//! slots (SENDMSG). Sends queued during one loop iteration and the re-posted receives go to the
-//! kernel in one `io_uring_enter`; completions are reaped from shared memory without a system
-//! call, so a busy loop with nothing to send makes no system calls at all.
+//! UDP over io_uring: one multishot RECVMSG that takes a buffer from a provided-buffer ring for
+//! every datagram (nothing is re-posted per datagram), and a pool of send slots (SENDMSG). Sends
+//! queued during one loop iteration go to the kernel in one `io_uring_enter`; completions are
+//! reaped from shared memory, and the ring runs cooperatively: the kernel flags pending receive
+//! work instead of interrupting the thread, so a busy loop enters the kernel only when there is
+//! something to complete or to submit.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -10,10 +12,16 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use super::bufring::BufRing;
 use super::sockaddr;
 use super::{Backend, DatagramIo, IoCounters};
 
-const RECV_SLOTS: usize = 64;
+/// Receive buffers in the provided-buffer ring.
+const RECV_BUFFERS: u16 = 64;
+/// Buffer group id of the receive buffers.
+const RECV_GROUP: u16 = 0;
+/// user_data of the multishot receive.
+const RECV_UD: u64 = 0;
 const SEND_SLOTS: usize = 256;
 const RING_ENTRIES: u32 = 512;
 const SEND_BIT: u64 = 1 << 63;
@@ -30,6 +38,8 @@ pub fn probe() -> Result<(), String> {
         (opcode::RecvMsg::CODE, "RECVMSG"),
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        // Multishot RECVMSG came with Linux 6.0, as did SEND_ZC: its presence stands for it.
+        (opcode::SendZc::CODE, "multishot RECVMSG (Linux 6.0)"),
     ] {
         if !p.is_supported(code) {
             return Err(format!("{name} not supported"));
@@ -38,7 +48,7 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
-/// One receive or send buffer with the message header that points into it.
+/// One send buffer with the message header that points into it.
 ///
 /// Slots live in a `Box<[Slot]>` that is allocated once and never resized, so the pointers in
 /// `iov` and `msg` (into `buf`, `iov` and `addr` of the same slot) stay valid while the slot is
@@ -88,19 +98,32 @@ pub struct UringUdp {
     // referenced the slots below, see `drain_for_drop`.
     ring: IoUring,
     socket: UdpSocket,
-    recv: Box<[Slot]>,
+    /// Receive buffers; registered with the ring, dropped after it.
+    bufs: BufRing,
+    /// The header template of the multishot receive: only its name and control lengths matter
+    /// (the kernel lays each datagram out in its buffer as header, address, payload). Boxed so
+    /// its address stays fixed while the operation is armed.
+    recv_msg: Box<libc::msghdr>,
     send: Box<[Slot]>,
     free_send: Vec<usize>,
-    /// Receive slots whose completion arrived and has not been delivered yet: (slot, result).
-    ready: VecDeque<(usize, i32)>,
+    /// Receive completions not delivered yet: (buffer id, bytes used in it).
+    ready: VecDeque<(u16, usize)>,
+    /// 1 while the multishot receive is armed.
     recv_inflight: usize,
     send_inflight: usize,
     max_datagram: usize,
     counters: IoCounters,
+    /// The multishot receive has been submitted once (by the first `poll`).
+    armed: bool,
+    /// The kernel refused the multishot receive (errno, negative).
+    recv_error: Option<i32>,
+    /// The ring runs completions cooperatively: the kernel flags pending work in the submission
+    /// ring instead of interrupting the thread, and `poll` enters the kernel only then.
+    coop: bool,
 }
 
-// SAFETY: the raw pointers inside the slots point only into heap memory owned by this value (the
-// boxed slot arrays), so moving the whole value to another thread moves their targets with it;
+// SAFETY: the raw pointers inside the slots, the receive header and the buffer ring point only
+// into heap memory owned by this value (boxed slots, boxed header, the ring's allocations), so moving the whole value to another thread moves their targets with it;
 // nothing is shared with other threads except the kernel, which the ring mediates.
 unsafe impl Send for UringUdp {}
 
@@ -114,19 +137,46 @@ impl std::fmt::Debug for UringUdp {
 }
 
 impl UringUdp {
-    /// Wraps a bound socket, sets up the ring and posts all receive slots.
+    /// Wraps a bound socket and sets up the ring. The receive is posted by the first
+    /// [`DatagramIo::poll`], so that the thread that polls is the one that submitted them: the
+    /// kernel completes an operation in the context of the task that submitted it.
     pub fn new(socket: UdpSocket, max_datagram: usize) -> std::io::Result<Self> {
-        let ring = IoUring::builder()
+        // Cooperative task running (Linux 5.19+): a busy-polling thread is not interrupted for
+        // each arriving datagram; it sees IORING_SQ_TASKRUN and enters the kernel to complete
+        // them. Older kernels refuse the flags: plain ring then.
+        let (ring, coop) = match IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
-            .build(RING_ENTRIES)?;
-        let recv: Box<[Slot]> = (0..RECV_SLOTS)
-            .map(|_| Slot::new(max_datagram + 1))
-            .collect();
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)
+        {
+            Ok(r) => (r, true),
+            Err(_) => (
+                IoUring::builder()
+                    .setup_cqsize(RING_ENTRIES * 4)
+                    .build(RING_ENTRIES)?,
+                false,
+            ),
+        };
+        // Each buffer holds the kernel's recvmsg header, the source address and the datagram,
+        // plus one spare byte so a datagram larger than max_datagram shows as truncated.
+        let bufs = BufRing::new(
+            RECV_BUFFERS,
+            std::mem::size_of::<io_uring::types::RecvMsgOut<'static>>().max(16)
+                + std::mem::size_of::<libc::sockaddr_storage>()
+                + max_datagram
+                + 1,
+        )?;
+        bufs.register(&ring.submitter(), RECV_GROUP)?;
+        // SAFETY: msghdr is a plain C struct; all-zero is a valid empty header.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let send: Box<[Slot]> = (0..SEND_SLOTS).map(|_| Slot::new(max_datagram)).collect();
-        let mut u = UringUdp {
+        let u = UringUdp {
             ring,
             socket,
-            recv,
+            bufs,
+            recv_msg,
             send,
             free_send: (0..SEND_SLOTS).rev().collect(),
             ready: VecDeque::new(),
@@ -134,12 +184,21 @@ impl UringUdp {
             send_inflight: 0,
             max_datagram,
             counters: IoCounters::default(),
+            armed: false,
+            coop,
+            recv_error: None,
         };
-        for i in 0..RECV_SLOTS {
-            u.post_recv(i)?;
-        }
-        u.submit()?;
         Ok(u)
+    }
+
+    /// Posts the multishot receive, once.
+    fn arm(&mut self) -> std::io::Result<()> {
+        if !self.armed {
+            self.armed = true;
+            self.post_recv()?;
+            self.submit()?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, entry: &squeue::Entry) -> std::io::Result<()> {
@@ -170,17 +229,11 @@ impl UringUdp {
         }
     }
 
-    fn post_recv(&mut self, i: usize) -> std::io::Result<()> {
+    fn post_recv(&mut self) -> std::io::Result<()> {
         let fd = self.socket.as_raw_fd();
-        let slot = &mut self.recv[i];
-        let cap = slot.buf.len();
-        slot.arm(
-            cap,
-            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-        );
-        let entry = opcode::RecvMsg::new(types::Fd(fd), &mut slot.msg)
+        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_msg, RECV_GROUP)
             .build()
-            .user_data(i as u64);
+            .user_data(RECV_UD);
         self.recv_inflight += 1;
         self.push(&entry)
     }
@@ -205,30 +258,70 @@ impl UringUdp {
                     self.counters.sent += 1;
                 }
             } else {
-                self.recv_inflight -= 1;
-                self.ready.push_back((ud as usize, cqe.result()));
+                let flags = cqe.flags();
+                if !io_uring::cqueue::more(flags) {
+                    // The multishot ended (no buffer left, an error, a cancel): re-armed after
+                    // the next delivery has recycled buffers.
+                    self.recv_inflight -= 1;
+                }
+                match (cqe.result(), io_uring::cqueue::buffer_select(flags)) {
+                    (n, Some(bid)) if n >= 0 => self.ready.push_back((bid, n as usize)),
+                    (n, Some(bid)) => {
+                        // An error that still consumed a buffer: give it back.
+                        log::debug!("io_uring receive error {n}");
+                        self.bufs.recycle(bid);
+                    }
+                    (n, None) if n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
+                    (n, None) => {
+                        log::debug!("io_uring receive error {n}");
+                        if n == -libc::EINVAL {
+                            self.recv_error = Some(n);
+                        }
+                    }
+                }
             }
         }
     }
 
     fn deliver(&mut self, on_recv: &mut dyn FnMut(&[u8], SocketAddr)) -> std::io::Result<usize> {
         let mut n = 0;
-        while let Some((i, res)) = self.ready.pop_front() {
-            if res >= 0 {
-                let slot = &self.recv[i];
-                let len = res as usize;
-                if slot.msg.msg_flags & libc::MSG_TRUNC != 0 || len > self.max_datagram {
+        while let Some((bid, len)) = self.ready.pop_front() {
+            let buf = self.bufs.buffer(bid, len);
+            match io_uring::types::RecvMsgOut::parse(buf, &self.recv_msg) {
+                Ok(m) if m.is_payload_truncated() || m.payload_data().len() > self.max_datagram => {
                     self.counters.truncated += 1;
-                } else if let Some(from) = sockaddr::read(&slot.addr, slot.msg.msg_namelen) {
-                    self.counters.received += 1;
-                    n += 1;
-                    // The kernel finished with this slot (its completion was reaped), so reading
-                    // the buffer is ordinary safe code.
-                    on_recv(&slot.buf[..len], from);
                 }
+                Ok(m) => {
+                    // SAFETY: sockaddr_storage is a plain C struct; all-zero is a valid value.
+                    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                    let name = m.name_data();
+                    let k = name
+                        .len()
+                        .min(std::mem::size_of::<libc::sockaddr_storage>());
+                    // SAFETY: copies k <= size_of(sockaddr_storage) bytes into a local of that
+                    // size; the source slice has at least k bytes.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            name.as_ptr(),
+                            (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                            k,
+                        )
+                    };
+                    if let Some(from) = sockaddr::read(&addr, m.incoming_name_len()) {
+                        self.counters.received += 1;
+                        n += 1;
+                        on_recv(m.payload_data(), from);
+                    }
+                }
+                Err(()) => self.counters.truncated += 1,
             }
-            // Errors (e.g. ICMP-reported ECONNREFUSED) are transient for UDP: re-post.
-            self.post_recv(i)?;
+            self.bufs.recycle(bid);
+        }
+        if let Some(e) = self.recv_error {
+            return Err(std::io::Error::from_raw_os_error(-e));
+        }
+        if self.armed && self.recv_inflight == 0 {
+            self.post_recv()?;
         }
         Ok(n)
     }
@@ -275,9 +368,8 @@ impl Drop for UringUdp {
         if !self.drain_for_drop() {
             // The kernel may still write into the slots: leak them rather than free memory it
             // could touch. Happens only if the ring itself fails.
-            let recv = std::mem::take(&mut self.recv);
+            self.bufs.leak();
             let send = std::mem::take(&mut self.send);
-            std::mem::forget(recv);
             std::mem::forget(send);
         }
     }
@@ -315,6 +407,12 @@ impl DatagramIo for UringUdp {
         timeout: Duration,
         on_recv: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> std::io::Result<usize> {
+        self.arm()?;
+        if self.coop && self.ring.submission().taskrun() {
+            // Completions are pending in the kernel: one enter (with GETEVENTS) runs them and
+            // submits whatever is queued.
+            self.submit()?;
+        }
         self.reap_cq();
         let mut n = self.deliver(on_recv)?;
         if n == 0 && !timeout.is_zero() {
