@@ -35,6 +35,9 @@ pub enum Command {
     /// MQTT: the Ringway gateway next to mosquitto (QoS 1 publish throughput, publish latency, RSS per idle
     /// connection).
     Mqtt(MqttArgs),
+    /// Replication over UDP loopback: one-way latency primary writer -> replica reader next to plain UDP, sustained
+    /// throughput at 0 % and 5 % loss, catch-up rate after a receiver outage.
+    Replicate(ReplicateArgs),
     /// Compares two JSON summaries; exits 1 when p50 or p99 regressed beyond the threshold.
     Compare(CompareArgs),
     /// Echo side of a two-process pingpong (started by the harness itself).
@@ -178,6 +181,24 @@ pub struct MqttArgs {
     /// Concurrent publishing clients of the throughput measurement (default 100; 10 with --quick).
     #[arg(long)]
     pub clients: Option<usize>,
+}
+
+/// `replicate` options.
+#[derive(Debug, Args, Clone)]
+pub struct ReplicateArgs {
+    /// Common options (`--iterations`/`--warmup`: latency samples per system; `--payload`: latency payload, at
+    /// least 16 bytes).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// 64-byte messages per throughput and catch-up measurement (default 2,000,000; 20,000 with --quick).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Latency rounds: plain UDP and replication alternate, each round with iterations/rounds samples.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u64,
+    /// Largest datagram the replication sender builds (bytes of UDP payload).
+    #[arg(long, default_value_t = 1408)]
+    pub mtu: usize,
 }
 
 /// `compare` options.

@@ -47,6 +47,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Wake(a) => finish(scenarios::wake::run(&a)?, a.out.as_deref())?,
         Command::Typed(a) => finish(scenarios::typed::run(&a)?, a.out.as_deref())?,
         Command::Mqtt(a) => finish(scenarios::mqtt::run(&a)?, a.common.out.as_deref())?,
+        Command::Replicate(a) => finish(scenarios::replicate::run(&a)?, a.common.out.as_deref())?,
         Command::Compare(a) => return compare::run(&a),
         Command::Echo(a) => child::run(&a)?,
     }

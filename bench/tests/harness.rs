@@ -352,6 +352,51 @@ fn mqtt_quick_reports_gateway_mosquitto_and_device_rows() {
     );
 }
 
+#[test]
+fn replicate_quick_reports_latency_rate_and_catchup_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let mut args = with_quick(
+        vec!["replicate", "--messages", "5000", "--rounds", "2"],
+        out,
+    );
+    args.extend_from_slice(&["--payload", "64"]);
+    ok(&args);
+    let v = summary(dir.path(), "replicate");
+    check_shape(&v, "replicate");
+    let rows = [
+        "udp-oneway",
+        "replicate-oneway",
+        "replicate-throughput",
+        "replicate-throughput-5pct-loss",
+        "replicate-catchup",
+    ];
+    assert_eq!(names(&v), rows);
+    for name in rows {
+        assert_eq!(status(&v, name), "ok", "{v}");
+    }
+    for s in v["systems"].as_array().unwrap() {
+        if s["msgs_per_sec"].is_f64() {
+            assert!(s["msgs_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+            assert_eq!(s["payload_bytes"], 64);
+            assert_eq!(s["samples"], 5000);
+        } else {
+            assert_eq!(s["samples"], 3000, "{s}");
+        }
+    }
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("replication p50 / plain UDP one-way p50"),
+        "{notes}"
+    );
+    for f in [
+        "replicate-udp-oneway.hgrm",
+        "replicate-replicate-oneway.hgrm",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();

@@ -7,6 +7,7 @@ pub mod mqtt;
 pub mod mqtt_device;
 pub mod oneway;
 pub mod pingpong;
+pub mod replicate;
 pub mod roll;
 pub mod throughput;
 pub mod typed;
