@@ -134,8 +134,6 @@ pub struct Reader {
     multi: bool,
     /// Check each frame's CRC32C when it carries one (on by default for CRC streams).
     check_crc: bool,
-    /// The reader has moved from one segment into the next (so it streams: pre-fault mappings).
-    streamed: bool,
     /// Where and since when the reader has been waiting on an unpublished frame.
     stall: Option<(u64, Instant)>,
 }
@@ -162,7 +160,6 @@ impl Reader {
             ring: shared.config.ring_segments.is_some(),
             multi: shared.config.multi_writer,
             check_crc: shared.config.crc,
-            streamed: false,
             shared,
             seg: None,
             index: 0,
@@ -415,7 +412,6 @@ impl Reader {
         if self.off >= self.size {
             self.index += 1;
             self.off = 0;
-            self.streamed = true;
             // The old mapping is dropped when the next step maps the new segment.
         }
     }
@@ -526,10 +522,10 @@ impl Reader {
     /// Maps the reader's segment; `false` if it does not exist yet.
     fn map_segment(&mut self) -> Result<bool> {
         self.seg = None;
-        // The segment a reader starts in is mapped lazily (a reader opened to fetch a few frames
-        // should not fault in a whole segment); segments it streams into are pre-faulted.
-        let populate = self.streamed;
-        match Segment::open_with(&self.shared.dir, self.index, self.size, false, populate)? {
+        // Page tables are populated at map time (for a 16 MiB segment of the page cache, a few
+        // hundred µs once), so the reader never takes a page fault on the hot path: a lazily
+        // mapped segment faults once per fault-around block, a few µs every thousand frames.
+        match Segment::open_with(&self.shared.dir, self.index, self.size, false, true)? {
             Some(s) => {
                 self.seg = Some(s);
                 Ok(true)

@@ -15,12 +15,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Page size used for pre-faulting.
 const PAGE: usize = 4096;
 
+/// Bytes at the start of a recycled segment that recycling zeroes, so the writer starts the new
+/// lap with words it knows to be clear (it keeps clearing ahead of itself from there).
+pub(crate) const RECYCLE_CLEARED: u64 = 4096;
+
 /// A mapped segment.
 pub struct Segment {
     map: MmapRaw,
     index: u64,
     size: u64,
     writable: bool,
+    /// Length of the prefix known to hold nothing but zeros or words of this segment's own
+    /// frames: the whole segment when it was created fresh, [`RECYCLE_CLEARED`] when recycled,
+    /// 0 when merely opened. The single writer clears commit words from here on before use.
+    cleared: u64,
 }
 
 impl std::fmt::Debug for Segment {
@@ -54,6 +62,12 @@ impl Segment {
     #[inline]
     pub fn tag(&self) -> u32 {
         tag_for_segment(self.index)
+    }
+
+    /// Length of the prefix known to be free of stale commit words (see the field).
+    #[inline]
+    pub(crate) fn cleared(&self) -> u64 {
+        self.cleared
     }
 
     /// The whole segment as bytes.
@@ -100,6 +114,8 @@ impl Segment {
                 index,
                 size,
                 writable: true,
+                // A new file reads as zeros throughout.
+                cleared: size,
             };
             seg.prefault();
             Ok(seg)
@@ -160,19 +176,22 @@ impl Segment {
             .populate()
             .map_raw(&file)
             .ctx("map segment", &tmp)?;
+        let cleared = RECYCLE_CLEARED.min(size);
         let seg = Segment {
             map,
             index: new,
             size,
             writable: true,
+            cleared,
         };
-        // The old lap's frames stay: their commit words carry the old lap's tag, and a writer
-        // clears the commit word after each frame before publishing it (see `Claim::commit`), so
-        // a reader only ever meets zero or a word written for this lap. Only the first commit
-        // word, where readers enter the segment, is cleared here.
+        // The old lap's frames stay: their commit words carry the old lap's tag, and the writer
+        // clears ahead of itself so that the commit word after each frame is zero before the frame
+        // is published (see `Claim::commit`); a reader only ever meets zero or a word written for
+        // this lap. Only the first page, where readers enter the segment and the writer starts,
+        // is cleared here.
         // SAFETY: the file was renamed away from every name readers open, and the writer has not
         // been handed this segment yet, so nobody writes it; readers still mapping it only read.
-        unsafe { seg.zero(0, 8) };
+        unsafe { seg.zero(0, cleared) };
         std::fs::rename(&tmp, &new_path).ctx("rename recycled segment", &new_path)?;
         Ok(seg)
     }
@@ -231,6 +250,7 @@ impl Segment {
             index,
             size,
             writable,
+            cleared: 0,
         }))
     }
 

@@ -15,6 +15,10 @@ use crate::Position;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// How far ahead of its tail a single writer keeps recycled segments cleared (bytes). It clears
+/// in steps of this size, a few cache lines at a time, after commits.
+const CLEAR_AHEAD: u64 = 1024;
+
 /// Per-message options beyond the payload.
 ///
 /// ```
@@ -62,6 +66,11 @@ pub struct Writer {
     seg: Segment,
     /// Segment-local offset of the next frame (single-writer mode); written only by this writer.
     off: u64,
+    /// Single-writer mode: every 8-byte word of the segment from `off` up to this offset is zero
+    /// (or, below `off`, belongs to this lap's frames). Commit words at frame boundaries below it
+    /// need no clearing before a commit; the writer keeps it ahead of itself in recycled
+    /// segments, which still hold the previous lap's bytes. Always a multiple of 8.
+    clear_to: u64,
     mode: Mode,
     clock: EpochClock,
     preparer: Preparer,
@@ -112,6 +121,8 @@ impl Writer {
                 (open_or_create(&shared, t / size)?, 0, 0)
             }
         };
+        // Recovery zeroed everything after the tail.
+        let clear_to = size;
         crate::notify::register_writer_process();
         let mut preparer = Preparer::spawn(shared.clone());
         preparer.request(seg.index() + 1);
@@ -121,6 +132,7 @@ impl Writer {
             shared,
             seg,
             off,
+            clear_to,
             mode,
             clock: EpochClock::new(),
             preparer,
@@ -256,6 +268,7 @@ impl Writer {
         // Take the next segment first: under back-pressure this fails and nothing changes.
         let seg = self.preparer.take(next)?;
         protocol::pad_to_end(&self.seg, self.off, self.seg.tag());
+        self.clear_to = seg.cleared();
         let old = std::mem::replace(&mut self.seg, seg);
         self.off = 0;
         let meta = self.shared.meta.get();
@@ -497,15 +510,30 @@ impl Claim<'_> {
             Mode::Single => {
                 // SAFETY: this writer owns the uncommitted frame at `off`.
                 unsafe { protocol::write_fields(&w.seg, off, &fields) };
-                // Clear the next frame's commit word before publishing this one: a recycled ring
-                // segment still holds the previous lap's bytes, and a reader that sees this frame
-                // committed moves on to that word. Plain load/store, ordered before the Release
-                // commit below; in fresh segments the word is already zero and nothing is written.
+                // The next frame's commit word must be zero before this frame is published: a
+                // reader that sees this frame committed moves on to that word, and a recycled ring
+                // segment still holds the previous lap's bytes. Normally `clear_to` is already
+                // past it (fresh segments are zero, and the writer clears recycled ones ahead of
+                // itself below); otherwise a plain store, ordered before the Release commit.
                 let next = off + align_up(flen);
-                if next < w.seg.capacity() && w.seg.load(next, Ordering::Relaxed) != 0 {
+                let cap = w.seg.capacity();
+                if next >= w.clear_to && next < cap {
                     w.seg.store(next, 0, Ordering::Relaxed);
+                    w.clear_to = next + 8;
                 }
                 protocol::commit(&w.seg, off, flen as u32, w.seg.tag());
+                // Clear ahead after the commit, so these stores never delay its visibility and the
+                // commit path never loads a line it does not own yet.
+                if w.clear_to < cap && w.clear_to < next + CLEAR_AHEAD {
+                    let from = w.clear_to.max(next);
+                    let to = (next + 2 * CLEAR_AHEAD).min(cap);
+                    // SAFETY: `[from, to)` lies past this frame, beyond anything published in this
+                    // lap; this writer alone writes there (single-writer lock), and readers of this
+                    // lap never read past the zero word at `next`. Readers lapped by the ring that
+                    // still look at the old bytes detect it through the first position.
+                    unsafe { w.seg.zero(from, to - from) };
+                    w.clear_to = to;
+                }
                 w.off = off + align_up(flen);
                 w.messages += 1;
                 // Release on the tail: `Start::End` readers and `stat` use it as a frame boundary.

@@ -373,6 +373,9 @@ fn retention_deleted_positions_are_lapped() {
         w.append(&make_payload(0, i)).unwrap();
         i += 1;
     }
+    // The writer's background thread may still be preparing the next segment (and applying
+    // retention once more); dropping the writer waits for it, so the first position stays put.
+    drop(w);
     let first = stream.first_position();
     // Retention advances the first position before it unlinks the files (in the writer's
     // background thread): wait for the unlink so the reader below meets a missing segment.
@@ -436,6 +439,8 @@ fn ring_laps_are_reported_never_stale_bytes() {
         w.append(&make_payload(0, seq)).unwrap();
         seq += 1;
     }
+    // Let the writer's background thread finish recycling the next segment (see above).
+    drop(w);
     let first = stream.first_position();
     assert!(first.get() >= 3 * SEGMENT, "ring keeps 2 segments: {first}");
     let mut lapped = false;
