@@ -151,7 +151,18 @@ impl Writer {
 
     /// Appends `payload` with a type id, schema version and frame metadata, waiting under
     /// back-pressure like [`Writer::append`].
+    #[inline]
     pub fn append_with(&mut self, opts: &AppendOptions<'_>, payload: &[u8]) -> Result<Position> {
+        match self.try_append_with(opts, payload) {
+            Err(Error::WouldBlock { .. }) => self.append_blocked(opts, payload),
+            r => r,
+        }
+    }
+
+    /// The slow path of [`Writer::append_with`]: waits out back-pressure.
+    #[cold]
+    #[inline(never)]
+    fn append_blocked(&mut self, opts: &AppendOptions<'_>, payload: &[u8]) -> Result<Position> {
         let mut idle = 0u32;
         loop {
             match self.try_append_with(opts, payload) {
@@ -177,6 +188,7 @@ impl Writer {
     }
 
     /// As [`Writer::append_with`], failing with [`Error::WouldBlock`] under back-pressure.
+    #[inline]
     pub fn try_append_with(
         &mut self,
         opts: &AppendOptions<'_>,
@@ -185,17 +197,17 @@ impl Writer {
         let mut claim = self.claim_inner(opts.meta.len(), payload.len())?;
         claim.type_id = opts.type_id;
         claim.schema_version = opts.schema_version;
-        let meta_len = opts.meta.len();
-        // SAFETY: the claim owns its frame's range until commit; meta fits between the header and
-        // the payload offset.
-        unsafe {
-            claim
-                .writer
-                .seg
-                .write_bytes(claim.off + HEADER_LEN as u64, opts.meta)
-        };
-        claim.payload_mut().copy_from_slice(payload);
-        let _ = meta_len;
+        if !opts.meta.is_empty() {
+            // SAFETY: the claim owns its frame's range until commit; meta fits between the header
+            // and the payload offset.
+            unsafe {
+                claim
+                    .writer
+                    .seg
+                    .write_bytes(claim.off + HEADER_LEN as u64, opts.meta)
+            };
+        }
+        copy_payload(claim.payload_mut(), payload);
         claim.commit()
     }
 
@@ -224,6 +236,7 @@ impl Writer {
     /// let pos = claim.commit().unwrap();
     /// assert_eq!(pos.get(), 0);
     /// ```
+    #[inline]
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>> {
         self.claim_inner(0, len)
     }
@@ -234,6 +247,7 @@ impl Writer {
         self.claim_inner(meta_len, len)
     }
 
+    #[inline]
     fn claim_inner(&mut self, meta_len: usize, len: usize) -> Result<Claim<'_>> {
         if meta_len + len > self.max_message || meta_len > u16::MAX as usize {
             return Err(Error::MessageTooLarge {
@@ -263,6 +277,8 @@ impl Writer {
         })
     }
 
+    #[cold]
+    #[inline(never)]
     fn roll_single(&mut self) -> Result<()> {
         let next = self.seg.index() + 1;
         // Take the next segment first: under back-pressure this fails and nothing changes.
@@ -416,6 +432,7 @@ impl Claim<'_> {
     }
 
     /// The payload bytes to fill (exactly the claimed length; contents unspecified until written).
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let po = self.off + payload_offset(self.meta_len) as u64;
         // SAFETY: the claim owns the frame's range until commit or abort; the range is inside the
@@ -480,6 +497,7 @@ impl Claim<'_> {
     }
 
     /// Publishes the frame to readers; returns its position.
+    #[inline]
     pub fn commit(mut self) -> Result<Position> {
         self.done = true;
         let w = &mut *self.writer;
@@ -592,6 +610,48 @@ impl Claim<'_> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.abort_inner();
+    }
+}
+
+/// Copies `src` into `dst` (same length). Small payloads, the common case on latency-sensitive
+/// streams, are copied with a few overlapping unaligned word moves inline instead of a call into
+/// the general `memcpy`, whose call and size dispatch cost more than the copy itself.
+#[inline(always)]
+fn copy_payload(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    assert_eq!(dst.len(), n, "claim and payload lengths differ");
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    // SAFETY: both slices are `n` bytes long (asserted above), so every access below is in
+    // bounds: each branch reads and writes `[0, k)` and `[n - k, n)` with `k <= n`. Unaligned
+    // reads/writes are used throughout; `dst` and `src` cannot overlap (one is borrowed mutably).
+    unsafe {
+        match n {
+            0 => {}
+            1..=7 => std::ptr::copy_nonoverlapping(s, d, n),
+            8..=16 => {
+                let a = s.cast::<u64>().read_unaligned();
+                let b = s.add(n - 8).cast::<u64>().read_unaligned();
+                d.cast::<u64>().write_unaligned(a);
+                d.add(n - 8).cast::<u64>().write_unaligned(b);
+            }
+            17..=32 => {
+                let a = s.cast::<u128>().read_unaligned();
+                let b = s.add(n - 16).cast::<u128>().read_unaligned();
+                d.cast::<u128>().write_unaligned(a);
+                d.add(n - 16).cast::<u128>().write_unaligned(b);
+            }
+            33..=64 => {
+                let a = s.cast::<u128>().read_unaligned();
+                let b = s.add(16).cast::<u128>().read_unaligned();
+                let c = s.add(n - 32).cast::<u128>().read_unaligned();
+                let e = s.add(n - 16).cast::<u128>().read_unaligned();
+                d.cast::<u128>().write_unaligned(a);
+                d.add(16).cast::<u128>().write_unaligned(b);
+                d.add(n - 32).cast::<u128>().write_unaligned(c);
+                d.add(n - 16).cast::<u128>().write_unaligned(e);
+            }
+            _ => std::ptr::copy_nonoverlapping(s, d, n),
+        }
     }
 }
 
