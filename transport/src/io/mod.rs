@@ -2,6 +2,7 @@
 //! non-blocking sockets otherwise.
 
 mod bufring;
+mod gso;
 mod plain;
 mod sockaddr;
 mod uring;
@@ -35,6 +36,8 @@ pub struct IoCounters {
     pub send_errors: u64,
     /// Received datagrams larger than the receive buffer, dropped.
     pub truncated: u64,
+    /// Sends that carried several datagrams at once (UDP segmentation offload).
+    pub segmented_sends: u64,
     /// `io_uring_enter` (or `poll`) system calls made.
     pub syscalls: u64,
 }

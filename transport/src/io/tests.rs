@@ -166,3 +166,50 @@ fn uring_receive_survives_more_datagrams_than_buffers() {
     }
     assert_eq!(got, (0..total).collect::<Vec<_>>());
 }
+
+#[test]
+fn segmented_sends_arrive_as_the_datagrams_they_hold() {
+    if uring_available().is_err() {
+        return;
+    }
+    for rx_backend in [Backend::Plain, Backend::Uring] {
+        let uring = UdpOptions {
+            backend: Backend::Uring,
+            ..UdpOptions::default()
+        };
+        let rx_opts = UdpOptions {
+            backend: rx_backend,
+            ..UdpOptions::default()
+        };
+        let mut tx = open_udp("127.0.0.1:0".parse().unwrap(), &uring).unwrap();
+        let mut rx = open_udp("127.0.0.1:0".parse().unwrap(), &rx_opts).unwrap();
+        rx.poll(Duration::ZERO, &mut |_, _| {}).unwrap();
+        let to = rx.local_addr().unwrap();
+        // 150 equal datagrams (more than one segmented send holds), a short one that ends the
+        // train, then one of another length.
+        let mut sent: Vec<Vec<u8>> = (0..150u32)
+            .map(|i| {
+                let mut d = vec![(i % 251) as u8; 1000];
+                d[..4].copy_from_slice(&i.to_le_bytes());
+                d
+            })
+            .collect();
+        sent.push(vec![7; 10]);
+        sent.push(vec![9; 1200]);
+        for d in &sent {
+            tx.send_to(d, to).unwrap();
+        }
+        tx.flush().unwrap();
+        let mut got: Vec<Vec<u8>> = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < sent.len() && Instant::now() < deadline {
+            rx.poll(Duration::from_millis(10), &mut |d, _| got.push(d.to_vec()))
+                .unwrap();
+            tx.poll(Duration::ZERO, &mut |_, _| {}).unwrap();
+        }
+        assert_eq!(got, sent, "{rx_backend:?}");
+        let c = tx.counters();
+        assert!(c.segmented_sends >= 3, "{c:?}");
+        assert_eq!(c.sent, sent.len() as u64, "{c:?}");
+    }
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
+use super::gso;
 use super::sockaddr;
 use super::{Backend, DatagramIo, IoCounters};
 
@@ -59,6 +60,14 @@ struct Slot {
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
     msg: libc::msghdr,
+    /// Control message (UDP_SEGMENT) of a segmented send.
+    ctrl: gso::ControlBuf,
+    /// Destination of the datagrams in `buf`.
+    to: Option<SocketAddr>,
+    /// Length of each datagram in `buf` (the last may be shorter).
+    seg: usize,
+    /// Datagrams in `buf`.
+    segs: usize,
 }
 
 impl Slot {
@@ -75,7 +84,22 @@ impl Slot {
             addr: unsafe { std::mem::zeroed() },
             // SAFETY: as above.
             msg: unsafe { std::mem::zeroed() },
+            ctrl: [0; 4],
+            to: None,
+            seg: 0,
+            segs: 0,
         }
+    }
+
+    /// Whether a datagram of `len` bytes to `to` can join this slot's segmented send: same
+    /// destination, every datagram so far of the full segment length, not longer than it, and
+    /// room left.
+    fn can_append(&self, len: usize, to: SocketAddr) -> bool {
+        self.to == Some(to)
+            && len <= self.seg
+            && self.len == self.seg * self.segs
+            && self.segs < gso::MAX_SEGMENTS
+            && self.len + len <= gso::MAX_BYTES.min(self.buf.len())
     }
 
     /// Points the header at this slot's own buffer and address; `data_len` bytes of buffer.
@@ -106,6 +130,12 @@ pub struct UringUdp {
     recv_msg: Box<libc::msghdr>,
     send: Box<[Slot]>,
     free_send: Vec<usize>,
+    /// The send slot being filled (not yet handed to the ring).
+    open: Option<usize>,
+    /// Segmented sends are used (off after the kernel refused one).
+    gso: bool,
+    /// Receive coalescing is on: completions may carry several datagrams.
+    gro: bool,
     /// Receive completions not delivered yet: (buffer id, bytes used in it).
     ready: VecDeque<(u16, usize)>,
     /// 1 while the multishot receive is armed.
@@ -164,6 +194,7 @@ impl UringUdp {
             RECV_BUFFERS,
             std::mem::size_of::<io_uring::types::RecvMsgOut<'static>>().max(16)
                 + std::mem::size_of::<libc::sockaddr_storage>()
+                + gso::space(std::mem::size_of::<libc::c_int>())
                 + max_datagram
                 + 1,
         )?;
@@ -171,6 +202,12 @@ impl UringUdp {
         // SAFETY: msghdr is a plain C struct; all-zero is a valid empty header.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // Coalesced receives only when a buffer holds a whole train (up to 64 KiB); with
+        // smaller buffers a train would be cut and lost.
+        let gro = max_datagram >= 65535 && gso::enable_gro(socket.as_raw_fd());
+        if gro {
+            recv_msg.msg_controllen = gso::space(std::mem::size_of::<libc::c_int>());
+        }
         let send: Box<[Slot]> = (0..SEND_SLOTS).map(|_| Slot::new(max_datagram)).collect();
         let u = UringUdp {
             ring,
@@ -179,6 +216,9 @@ impl UringUdp {
             recv_msg,
             send,
             free_send: (0..SEND_SLOTS).rev().collect(),
+            open: None,
+            gso: true,
+            gro,
             ready: VecDeque::new(),
             recv_inflight: 0,
             send_inflight: 0,
@@ -252,10 +292,21 @@ impl UringUdp {
                 let i = (ud & !SEND_BIT) as usize;
                 self.send_inflight -= 1;
                 self.free_send.push(i);
+                let segs = self.send[i].segs as u64;
                 if cqe.result() < 0 {
-                    self.counters.send_errors += 1;
+                    self.counters.send_errors += segs;
+                    if segs > 1 && self.gso {
+                        // E.g. a device without checksum offload: the datagrams are lost (the
+                        // protocol recovers them) and sends go one by one from now on.
+                        log::warn!(
+                            "segmented UDP send failed ({}); sending datagrams one by one",
+                            std::io::Error::from_raw_os_error(-cqe.result())
+                        );
+                        self.gso = false;
+                    }
                 } else {
-                    self.counters.sent += 1;
+                    self.counters.sent += segs;
+                    self.counters.segmented_sends += u64::from(segs > 1);
                 }
             } else {
                 let flags = cqe.flags();
@@ -283,6 +334,31 @@ impl UringUdp {
         }
     }
 
+    /// Hands the slot being filled to the ring: one SENDMSG, segmented when it holds several
+    /// datagrams.
+    fn close_open(&mut self) -> std::io::Result<()> {
+        let Some(i) = self.open.take() else {
+            return Ok(());
+        };
+        let fd = self.socket.as_raw_fd();
+        let slot = &mut self.send[i];
+        let to = slot
+            .to
+            .unwrap_or_else(|| unreachable!("an open slot has a destination"));
+        let name_len = sockaddr::write(&to, &mut slot.addr);
+        slot.arm(slot.len, name_len);
+        if slot.segs > 1 {
+            let n = gso::write_segment(&mut slot.ctrl, slot.seg as u16);
+            slot.msg.msg_control = slot.ctrl.as_mut_ptr().cast();
+            slot.msg.msg_controllen = n;
+        }
+        let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+            .build()
+            .user_data(SEND_BIT | i as u64);
+        self.send_inflight += 1;
+        self.push(&entry)
+    }
+
     fn deliver(&mut self, on_recv: &mut dyn FnMut(&[u8], SocketAddr)) -> std::io::Result<usize> {
         let mut n = 0;
         while let Some((bid, len)) = self.ready.pop_front() {
@@ -308,9 +384,16 @@ impl UringUdp {
                         )
                     };
                     if let Some(from) = sockaddr::read(&addr, m.incoming_name_len()) {
-                        self.counters.received += 1;
-                        n += 1;
-                        on_recv(m.payload_data(), from);
+                        let data = m.payload_data();
+                        let seg = match self.gro {
+                            true => gso::gro_segment(m.control_data()).unwrap_or(data.len()),
+                            false => data.len(),
+                        };
+                        for d in data.chunks(seg.max(1)) {
+                            self.counters.received += 1;
+                            n += 1;
+                            on_recv(d, from);
+                        }
                     }
                 }
                 Err(()) => self.counters.truncated += 1,
@@ -383,23 +466,30 @@ impl DatagramIo for UringUdp {
                 "datagram larger than max_datagram",
             ));
         }
+        if let Some(i) = self.open {
+            let slot = &mut self.send[i];
+            if self.gso && slot.can_append(data.len(), to) {
+                slot.buf[slot.len..slot.len + data.len()].copy_from_slice(data);
+                slot.len += data.len();
+                slot.segs += 1;
+                return Ok(());
+            }
+            self.close_open()?;
+        }
         while self.free_send.is_empty() {
             // All send slots are with the kernel: submit and wait for one to come back.
             self.wait(Duration::from_millis(10))?;
             self.reap_cq();
         }
         let i = self.free_send.pop().unwrap_or_else(|| unreachable!());
-        let fd = self.socket.as_raw_fd();
         let slot = &mut self.send[i];
         slot.buf[..data.len()].copy_from_slice(data);
         slot.len = data.len();
-        let name_len = sockaddr::write(&to, &mut slot.addr);
-        slot.arm(data.len(), name_len);
-        let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
-            .build()
-            .user_data(SEND_BIT | i as u64);
-        self.send_inflight += 1;
-        self.push(&entry)
+        slot.to = Some(to);
+        slot.seg = data.len();
+        slot.segs = 1;
+        self.open = Some(i);
+        Ok(())
     }
 
     fn poll(
@@ -408,6 +498,7 @@ impl DatagramIo for UringUdp {
         on_recv: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> std::io::Result<usize> {
         self.arm()?;
+        self.close_open()?;
         if self.coop && self.ring.submission().taskrun() {
             // Completions are pending in the kernel: one enter (with GETEVENTS) runs them and
             // submits whatever is queued.
@@ -428,6 +519,7 @@ impl DatagramIo for UringUdp {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.close_open()?;
         if !self.ring.submission().is_empty() {
             self.submit()?;
         }
