@@ -379,9 +379,17 @@ fn block_without_a_reader_is_refused() {
 }
 
 #[test]
+fn quote_fills_one_cache_line_with_its_header() {
+    assert_eq!(
+        ringway_core::frame::HEADER_LEN + std::mem::size_of::<quote::ArchivedQuote>(),
+        64
+    );
+}
+
+#[test]
 fn quote_symbol_is_fixed_width() {
     assert_eq!(Symbol::new("EURUSD").0[..7], *b"EURUSD\0");
-    assert_eq!(Symbol::new("A_VERY_LONG_SYMBOL").0, *b"A_VERY_LONG_");
+    assert_eq!(Symbol::new("A_VERY_LONG_SYMBOL").0, *b"A_VERY_L");
 }
 
 /// Environment variable that turns `quote_child_publisher` into the publisher process.

@@ -13,16 +13,17 @@ use ringway_core::idle::IdleStrategy;
 use ringway_core::typed::{Access, Publisher, Subscriber, TypedError};
 use ringway_core::{system_now_ns, Start, Stream, StreamConfig};
 
-/// A fixed-width instrument symbol, NUL-padded (no heap, no relative pointers).
+/// A fixed-width instrument symbol, NUL-padded (no heap, no relative pointers), 8 bytes as in
+/// exchange feeds such as ITCH.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
-pub struct Symbol(pub [u8; 12]);
+pub struct Symbol(pub [u8; 8]);
 
 impl Symbol {
-    /// `s` truncated to 12 bytes.
+    /// `s` truncated to 8 bytes.
     pub fn new(s: &str) -> Symbol {
-        let mut b = [0u8; 12];
-        let n = s.len().min(12);
+        let mut b = [0u8; 8];
+        let n = s.len().min(8);
         b[..n].copy_from_slice(&s.as_bytes()[..n]);
         Symbol(b)
     }
@@ -30,29 +31,38 @@ impl Symbol {
 
 /// Text of an archived symbol.
 pub fn symbol_str(s: &ArchivedSymbol) -> &str {
-    let end = s.0.iter().position(|&b| b == 0).unwrap_or(12);
+    let end = s.0.iter().position(|&b| b == 0).unwrap_or(8);
     std::str::from_utf8(&s.0[..end]).unwrap_or("?")
 }
 
-/// A top-of-book quote.
+/// Prices are integers in units of 1/10,000 (four implied decimals, as in ITCH).
+pub const PRICE_SCALE: f64 = 10_000.0;
+
+/// A price as a decimal number.
+pub fn price(p: u32) -> f64 {
+    p as f64 / PRICE_SCALE
+}
+
+/// A top-of-book quote: 32 bytes archived, so with the 32-byte frame header it fills exactly one
+/// 64-byte cache line.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy, PartialEq)]
 #[rkyv(derive(Debug))]
 pub struct Quote {
     /// Instrument.
     pub symbol: Symbol,
-    /// Best bid price.
-    pub bid: f64,
-    /// Best ask price.
-    pub ask: f64,
+    /// Best bid price, in 1/10,000 (see [`price`]).
+    pub bid: u32,
+    /// Best ask price, in 1/10,000.
+    pub ask: u32,
     /// Quantity at the bid.
-    pub bid_size: u64,
+    pub bid_size: u32,
     /// Quantity at the ask.
-    pub ask_size: u64,
+    pub ask_size: u32,
     /// Send time, ns since the Unix epoch.
     pub ts: u64,
 }
 
-ringway_core::message!(Quote, type_id = 0x5155_4f54, schema = 1);
+ringway_core::message!(Quote, type_id = 0x5155_4f54, schema = 2);
 
 const SYMBOLS: [&str; 4] = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD"];
 const MIDS: [f64; 4] = [1.0841, 1.2702, 151.37, 2331.5];
@@ -61,14 +71,14 @@ const MIDS: [f64; 4] = [1.0841, 1.2702, 151.37, 2331.5];
 pub fn quote(i: u64) -> Quote {
     let k = (i % 4) as usize;
     let wiggle = ((i.wrapping_mul(2_654_435_761) >> 7) % 200) as f64 - 100.0;
-    let mid = MIDS[k] * (1.0 + wiggle * 1e-5);
-    let half = MIDS[k] * 5e-6;
+    let mid = MIDS[k] * (1.0 + wiggle * 1e-5) * PRICE_SCALE;
+    let half = (MIDS[k] * 5e-6 * PRICE_SCALE).max(1.0);
     Quote {
         symbol: Symbol::new(SYMBOLS[k]),
-        bid: mid - half,
-        ask: mid + half,
-        bid_size: 1_000_000 + i,
-        ask_size: 500_000 + (i % 1000) * 100,
+        bid: (mid - half).round() as u32,
+        ask: (mid + half).round() as u32,
+        bid_size: 1_000_000 + (i % 1_000_000) as u32,
+        ask_size: 500_000 + (i % 1000) as u32 * 100,
         ts: 0,
     }
 }
@@ -249,7 +259,7 @@ pub fn run_subscriber(o: &Options) -> Result<SubscriberReport, Box<dyn Error + S
             if !matches(&q, latencies.len() as u64) {
                 mismatched += 1;
             }
-            let (bid, ask) = (q.bid.to_native(), q.ask.to_native());
+            let (bid, ask) = (price(q.bid.to_native()), price(q.ask.to_native()));
             spread += (ask - bid) / ((ask + bid) / 2.0);
             latencies.push(now.saturating_sub(q.ts.to_native()));
         })?;

@@ -13,8 +13,9 @@ use super::sink::ClaimSink;
 use super::TypedError;
 use crate::{Position, Writer};
 
-/// Smallest first claim: room for small messages without a retry.
-const MIN_HINT: usize = 64;
+/// Smallest first claim (an archived root is never smaller than its fixed part, so this only
+/// matters for zero-sized types).
+const MIN_HINT: usize = 8;
 
 /// Publishes values of one [`Message`] type to a stream.
 ///
@@ -70,6 +71,9 @@ where
             writer,
             arena: Arena::new(),
             share: Share::new(),
+            // The fixed part of the archived value: exact for types without out-of-line data,
+            // so their frames are claimed at their final size and never truncated (a truncated
+            // claim zeroes its slack, which may touch the next cache line before the commit).
             hint: MIN_HINT.max(std::mem::size_of::<T::Archived>()),
             _type: PhantomData,
         }
@@ -132,6 +136,8 @@ where
             claim.set_type_id(T::TYPE_ID);
             claim.set_schema_version(T::SCHEMA_VERSION);
             let pos = claim.commit()?;
+            // Next time claim what this message needed: messages of one type tend to have
+            // similar sizes; a larger one costs one retry.
             self.hint = len.max(MIN_HINT);
             return Ok(pos);
         }
