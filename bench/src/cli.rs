@@ -127,6 +127,9 @@ pub struct OnewayArgs {
     /// Intended send rate, messages per second.
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
+    /// Peers to measure besides Ringway: `all`, `none`, or a list such as `ringfire,udp`.
+    #[arg(long, default_value = "all")]
+    pub peers: String,
 }
 
 /// `throughput` options.
@@ -141,7 +144,8 @@ pub struct ThroughputArgs {
     /// Payload sizes in bytes (default 8,32,128,512,2048,8192,32768,65536).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<usize>>,
-    /// Peers to measure besides Ringway: `all`, `none`, or a list (throughput supports crossbeam, ringfire).
+    /// Peers to measure besides Ringway: `all`, `none`, or a list such as `ringfire,tcp` (udp is reported as
+    /// skipped: it has no back-pressure).
     #[arg(long, default_value = "all")]
     pub peers: String,
 }
@@ -158,6 +162,10 @@ pub struct FanoutArgs {
     /// Intended send rate, messages per second.
     #[arg(long, default_value_t = 50_000)]
     pub rate: u64,
+    /// Peers to measure besides Ringway: `all`, `none`, or a list (fanout runs ringfire and iceoryx2; the others
+    /// are reported as skipped with the reason).
+    #[arg(long, default_value = "all")]
+    pub peers: String,
 }
 
 /// `roll` options.

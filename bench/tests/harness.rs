@@ -204,11 +204,30 @@ fn pingpong_threads_with_a_payload_ringfire_cannot_carry_reports_it_skipped() {
     assert_eq!(status(&v, "ringway"), "ok");
 }
 
+/// Every peer of `--peers all`: each one-directional scenario lists them all, measured or skipped with a reason.
+const ALL_PEERS: &[&str] = &[
+    "ringfire",
+    "iceoryx2",
+    "crossbeam",
+    "uds",
+    "tcp",
+    "udp",
+    "pipe",
+];
+
+/// iceoryx2 is an optional feature: without it the row must say so; with it, it must have run.
+fn check_iceoryx2(v: &Value, row: &str) {
+    let st = status(v, row);
+    if st.starts_with("skipped: ") {
+        assert!(st.contains("`iceoryx2` feature"), "{row}: {st}");
+    } else {
+        assert_eq!(st, "ok", "{row}");
+    }
+}
+
 #[test]
-fn oneway_fanout_roll_wake_and_typed_run_quick() {
+fn roll_wake_and_typed_run_quick() {
     for (scenario, extra) in [
-        ("oneway", vec!["--rate", "200000"]),
-        ("fanout", vec!["--subscribers", "2", "--rate", "100000"]),
         ("roll", vec!["--segment-size", "65536"]),
         ("wake", vec![]),
         ("typed", vec![]),
@@ -232,7 +251,97 @@ fn oneway_fanout_roll_wake_and_typed_run_quick() {
 }
 
 #[test]
-fn throughput_rows_carry_rates_and_plot() {
+fn oneway_measures_every_peer_with_the_same_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    ok(&with_quick(
+        vec!["oneway", "--rate", "200000", "--peers", "all"],
+        out,
+    ));
+    let v = summary(dir.path(), "oneway");
+    check_shape(&v, "oneway");
+    assert_eq!(
+        names(&v),
+        ["ringway"]
+            .iter()
+            .chain(ALL_PEERS)
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    for name in [
+        "ringway",
+        "ringfire",
+        "crossbeam",
+        "uds",
+        "tcp",
+        "udp",
+        "pipe",
+    ] {
+        assert_eq!(status(&v, name), "ok", "{name}: {v}");
+        let row = v["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap();
+        let note = row["note"].as_str().unwrap_or("");
+        assert!(
+            note.starts_with("against the actual send time"),
+            "{name}: {note}"
+        );
+        assert!(dir.path().join(format!("oneway-{name}.hgrm")).exists());
+    }
+    check_iceoryx2(&v, "iceoryx2");
+    // The lossless systems deliver every recorded message: warm-up excluded, nothing lost.
+    for name in ["ringway", "ringfire", "crossbeam", "uds", "tcp", "pipe"] {
+        let row = v["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap();
+        assert_eq!(row["samples"], 3000, "{name}");
+    }
+}
+
+#[test]
+fn fanout_runs_the_broadcast_peers_and_says_why_the_others_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    ok(&with_quick(
+        vec![
+            "fanout",
+            "--subscribers",
+            "2",
+            "--rate",
+            "100000",
+            "--peers",
+            "all",
+        ],
+        out,
+    ));
+    let v = summary(dir.path(), "fanout");
+    check_shape(&v, "fanout");
+    for name in ["ringway", "ringfire"] {
+        for suffix in ["slowest", "median"] {
+            assert_eq!(status(&v, &format!("{name}-{suffix}")), "ok", "{v}");
+        }
+    }
+    if names(&v).iter().any(|n| n == "iceoryx2") {
+        check_iceoryx2(&v, "iceoryx2");
+    } else {
+        check_iceoryx2(&v, "iceoryx2-slowest");
+        check_iceoryx2(&v, "iceoryx2-median");
+    }
+    for name in ["crossbeam", "uds", "tcp", "udp", "pipe"] {
+        let st = status(&v, name);
+        assert!(st.starts_with("skipped: 2 readers: "), "{name}: {st}");
+    }
+    assert!(status(&v, "crossbeam").contains("no broadcast"));
+}
+
+#[test]
+fn throughput_rows_carry_rates_for_every_peer_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     ok(&[
@@ -240,41 +349,67 @@ fn throughput_rows_carry_rates_and_plot() {
         "--quick",
         "--iterations",
         "20000",
+        "--warmup",
+        "300",
         "--sizes",
         "8,32,4096",
         "--peers",
-        "crossbeam",
+        "all",
         "--out",
         out,
     ]);
     let v = summary(dir.path(), "throughput");
     check_shape(&v, "throughput");
     let rows: Vec<&Value> = v["systems"].as_array().unwrap().iter().collect();
-    assert_eq!(rows.len(), 6);
-    for r in rows {
-        assert_eq!(r["status"], "ok", "{r}");
-        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0);
-        assert!(r["payload_bytes"].is_u64());
+    for name in ["ringway", "ringfire", "crossbeam", "uds", "tcp", "pipe"] {
+        let mine: Vec<&&Value> = rows.iter().filter(|r| r["name"] == name).collect();
+        let sizes: Vec<u64> = mine
+            .iter()
+            .map(|r| r["payload_bytes"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sizes, [8, 32, 4096], "{name}");
+        for r in mine {
+            assert_eq!(r["status"], "ok", "{r}");
+            assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0);
+            assert_eq!(r["samples"], 20000, "{r}");
+        }
+    }
+    // No back-pressure: one row for all sizes, with the reason.
+    assert!(status(&v, "udp").contains("no back-pressure"), "{v}");
+    if names(&v).iter().filter(|n| *n == "iceoryx2").count() == 1 {
+        check_iceoryx2(&v, "iceoryx2");
     }
     assert!(dir.path().join("throughput-throughput.png").exists());
-    assert!(dir.path().join("throughput-throughput.svg").exists());
-    let multi = tempfile::tempdir().unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("throughput-throughput.svg")).unwrap();
+    for name in ["ringway", "ringfire", "crossbeam", "uds", "tcp", "pipe"] {
+        assert!(svg.contains(name), "{name} missing from the plot");
+    }
+}
+
+#[test]
+fn throughput_with_several_writers_runs_the_multi_writer_systems() {
+    let dir = tempfile::tempdir().unwrap();
     ok(&[
         "throughput",
         "--quick",
         "--iterations",
         "20000",
+        "--warmup",
+        "300",
         "--sizes",
         "32",
         "--writers",
         "2",
         "--peers",
-        "none",
+        "crossbeam,ringfire,tcp",
         "--out",
-        multi.path().to_str().unwrap(),
+        dir.path().to_str().unwrap(),
     ]);
-    let v = summary(multi.path(), "throughput");
+    let v = summary(dir.path(), "throughput");
     assert_eq!(status(&v, "ringway"), "ok");
+    assert_eq!(status(&v, "crossbeam"), "ok");
+    assert!(status(&v, "ringfire").starts_with("skipped: 2 writers: "));
+    assert!(status(&v, "tcp").starts_with("skipped: 2 writers: "));
 }
 
 #[test]
@@ -467,6 +602,8 @@ fn bad_input_is_a_clear_error() {
         vec!["pingpong", "--quick", "--peers", "zeromq"],
         vec!["pingpong", "--quick", "--iterations", "0"],
         vec!["oneway", "--quick", "--payload", "8"],
+        vec!["fanout", "--quick", "--payload", "16"],
+        vec!["oneway", "--quick", "--peers", "zeromq"],
         vec!["throughput", "--quick", "--writers", "0"],
     ] {
         let o = run(&args);

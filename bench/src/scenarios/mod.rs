@@ -6,6 +6,8 @@ pub mod fanout;
 pub mod mqtt;
 pub mod mqtt_device;
 pub mod oneway;
+pub mod paced;
+pub mod parties;
 pub mod pingpong;
 pub mod replicate;
 pub mod roll;

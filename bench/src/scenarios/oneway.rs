@@ -1,108 +1,249 @@
-//! `oneway`: a publisher sends at a fixed rate (`--rate`), stamping each message with its intended send time and
-//! its actual send time (TSC); the subscriber records receive time minus the intended send time (corrected for
-//! coordinated omission: a stalled publisher does not hide the stall) and, separately, minus the actual send time.
+//! `oneway`: a publisher thread sends at a fixed rate (`--rate`), stamping each message with its intended send
+//! time, its actual send time (TSC) and its sequence number; a subscriber thread on the other core records
+//! receive time minus the intended send time (corrected for coordinated omission: a stalled publisher does not
+//! hide the stall). Ringway and every peer with a [`Channel`] run in turn, in the same run, with the same payload
+//! and pinning. The latency against the actual send time is summarised in each row's note.
 
-use ringway_core::{Start, Stream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 
 use crate::cli::OnewayArgs;
 use crate::error::{BenchError, Result};
-use crate::pinning::pin_current;
+use crate::report::table::fmt_ns;
 use crate::report::{Report, SystemRun};
-use crate::scenarios::{progress, Env};
+use crate::scenarios::paced::{self, Stamp, STAMP_BYTES};
+use crate::scenarios::{parties, progress, Env};
 use crate::spin::Spinner;
-use crate::stats::{new_histogram, record};
-use crate::systems::ringway::stream_config;
-use crate::systems::seq_of;
+use crate::stats::{new_histogram, record, Summary};
+use crate::systems::channel::{run_system, ChanCtx, Channel, ChannelRun, Rx};
+use crate::systems::parse_peers;
+
+/// How long a subscriber of a lossy system keeps polling after the publisher's last send before it counts the
+/// missing messages as lost.
+const LOSS_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs the scenario.
 pub fn run(args: &OnewayArgs) -> Result<Report> {
     if args.rate == 0 {
         return Err(BenchError::Usage("--rate must be at least 1".into()));
     }
-    if args.common.payload < 16 {
-        return Err(BenchError::Usage(
-            "oneway needs --payload of at least 16 bytes (two timestamps)".into(),
-        ));
+    if args.common.payload < STAMP_BYTES {
+        return Err(BenchError::Usage(format!(
+            "oneway needs --payload of at least {STAMP_BYTES} bytes (two timestamps and a sequence number)"
+        )));
     }
+    let peers = parse_peers(&args.peers)?;
     let mut env = Env::new(&args.common)?;
-    let dir = env.subdir("ringway")?;
-    let size = args.common.payload;
-    let err = |e: ringway_core::Error| BenchError::system("ringway", e);
-    let stream = Stream::create(&dir, "oneway", &stream_config(size)).map_err(err)?;
+    let systems: Vec<&str> = std::iter::once("ringway").chain(peers).collect();
     let total = env.warmup + env.iterations;
-    let warmup = env.warmup;
-    let timer = env.timer.clone();
-    let interval_ticks = env.timer.ticks_per_ns() * 1e9 / args.rate as f64;
-    let (core_a, core_b) = (env.core_a, env.core_b);
-    let pb = progress(total, args.common.quick);
-    let wstream = Stream::open(&dir, "oneway").map_err(err)?;
-    let wtimer = timer.clone();
-    let publisher = std::thread::spawn(move || -> Result<(crate::pinning::PinRecord, u64)> {
-        let pin = pin_current("publisher", core_a);
-        let mut writer = wstream.writer().map_err(err)?;
-        let mut buf = vec![0u8; size];
-        let start = wtimer.raw() + (interval_ticks * 10.0) as u64;
-        let mut late = 0u64;
-        for i in 0..total {
-            let intended = start + (i as f64 * interval_ticks) as u64;
-            let mut now = wtimer.raw();
-            if now > intended {
-                late += 1;
-            }
-            while now < intended {
-                core::hint::spin_loop();
-                now = wtimer.raw();
-            }
-            buf[..8].copy_from_slice(&intended.to_le_bytes());
-            buf[8..16].copy_from_slice(&now.to_le_bytes());
-            writer.append(&buf).map_err(err)?;
-        }
-        Ok((pin, late))
-    });
-    env.pin("subscriber", core_b);
-    let mut reader = stream.reader(Start::Beginning).map_err(err)?;
-    let mut corrected = new_histogram();
-    let mut uncorrected = new_histogram();
-    let mut seen = 0u64;
-    let mut spin = Spinner::new(env.timeout);
-    while seen < total {
-        let mut rec = Ok(());
-        let n = reader
-            .poll(64, |f| {
-                let now = timer.raw();
-                let p = f.payload();
-                if seen >= warmup && rec.is_ok() {
-                    let intended = seq_of(&p[..8]);
-                    let actual = seq_of(&p[8..16]);
-                    rec = record(&mut corrected, timer.nanos_between(intended, now))
-                        .and_then(|_| record(&mut uncorrected, timer.nanos_between(actual, now)));
+    let pb = progress(total * systems.len() as u64, args.common.quick);
+    let size = args.common.payload;
+    let mut runs = Vec::new();
+    for name in systems {
+        pb.set_message(name);
+        let mut o = Oneway {
+            env: &env,
+            rate: args.rate,
+            size,
+            pb: &pb,
+            how: "",
+        };
+        let r = run_system(name, size, &mut o)
+            .map_err(BenchError::Usage)
+            .and_then(|r| r);
+        let how = o.how;
+        runs.push(match r {
+            Ok(m) => {
+                env.pins.extend(m.pins);
+                let u = Summary::of(&m.uncorrected);
+                let mut run = SystemRun::measured(name, m.corrected);
+                run.result.mode = Some(format!(
+                    "threads, {} msgs/s, corrected (intended send time); {how}",
+                    args.rate
+                ));
+                let mut note = format!(
+                    "against the actual send time: p50 {}, p99 {}, p99.9 {}, max {}; {} of {total} sends started \
+                     after their intended time",
+                    fmt_ns(u.p50_ns as f64),
+                    fmt_ns(u.p99_ns as f64),
+                    fmt_ns(u.p999_ns as f64),
+                    fmt_ns(u.max_ns as f64),
+                    m.late
+                );
+                if m.lost > 0 {
+                    note.push_str(&format!(
+                        "; {} of {total} messages lost (not in the histogram)",
+                        m.lost
+                    ));
                 }
-                seen += 1;
-                if seen & 0xffff == 0 {
-                    pb.inc(0x10000);
-                }
-            })
-            .map_err(err)?;
-        rec?;
-        if n == 0 {
-            spin.spin("published messages")?;
-        }
+                run.result.note = Some(note);
+                run
+            }
+            Err(e) => SystemRun::skipped(name, e),
+        });
     }
     pb.finish_and_clear();
-    let (pin, late) = publisher
-        .join()
-        .map_err(|_| BenchError::system("ringway", "publisher thread panicked"))??;
-    env.pins.push(pin);
-    let mut a = SystemRun::measured("ringway", corrected);
-    a.result.mode = Some(format!(
-        "threads, {} msgs/s, corrected (intended send time)",
-        args.rate
-    ));
-    let mut b = SystemRun::measured("ringway-uncorrected", uncorrected);
-    b.result.mode = Some(format!("threads, {} msgs/s, actual send time", args.rate));
-    let mut report = env.report("oneway", size, vec![a, b]);
+    let mut report = env.report("oneway", size, runs);
     report.notes.push(format!(
-        "{late} of {total} sends started after their intended time (publisher behind schedule)"
+        "each system: publisher thread on one core, subscriber thread busy-polling on the other, {} msgs/s, {} \
+         warm-up messages then {} recorded",
+        args.rate, report.warmup, report.iterations
     ));
     Ok(report)
+}
+
+/// What one system's run produced.
+struct Measured {
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    late: u64,
+    lost: u64,
+    pins: Vec<crate::pinning::PinRecord>,
+}
+
+/// One system.
+struct Oneway<'a> {
+    env: &'a Env,
+    rate: u64,
+    size: usize,
+    pb: &'a ProgressBar,
+    /// How the system was driven (set by `run`).
+    how: &'static str,
+}
+
+impl ChannelRun for Oneway<'_> {
+    type Out = Result<Measured>;
+
+    fn run<C: Channel>(&mut self) -> Result<Measured> {
+        self.how = C::HOW;
+        let env = self.env;
+        let total = env.warmup + env.iterations;
+        let ctx = ChanCtx {
+            payload: self.size,
+            messages: total,
+            writers: 1,
+            readers: 1,
+            dir: env.subdir(C::NAME)?,
+            timeout: env.timeout,
+        };
+        parties::check::<C>(&ctx, None)?;
+        let (timer, pb) = (&env.timer, self.pb);
+        let out = paced::run::<C, _, _>(&ctx, env, self.rate, |rx, done| {
+            let mut h = Subscriber::new(env.warmup, total);
+            let mut spin = Spinner::new(ctx.timeout);
+            let mut idle_since: Option<Instant> = None;
+            while h.next < total {
+                let n = rx.poll(64, |p| {
+                    h.on_message(C::LOSSY, Stamp::read(p), timer.raw(), timer, pb)
+                })?;
+                h.failed(C::NAME)?;
+                if n > 0 {
+                    idle_since = None;
+                    continue;
+                }
+                // Acquire pairs with the publisher's Release after its last send: once seen, a lossy system's
+                // missing messages are either in flight (the grace period) or gone.
+                if C::LOSSY && done.load(Ordering::Acquire) {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > LOSS_GRACE {
+                        h.lost += total - h.next;
+                        break;
+                    }
+                }
+                spin.spin("published messages")?;
+            }
+            Ok(h)
+        })?;
+        let late = out.writers.first().copied().unwrap_or(0);
+        let h = out
+            .readers
+            .into_iter()
+            .next()
+            .ok_or_else(|| BenchError::system(C::NAME, "no subscriber result"))?;
+        Ok(Measured {
+            corrected: h.corrected,
+            uncorrected: h.uncorrected,
+            late,
+            lost: h.lost,
+            pins: out.pins,
+        })
+    }
+}
+
+/// The subscriber's state: both histograms, the next sequence number expected, losses.
+struct Subscriber {
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    warmup: u64,
+    total: u64,
+    next: u64,
+    lost: u64,
+    error: Option<BenchError>,
+}
+
+impl Subscriber {
+    fn new(warmup: u64, total: u64) -> Self {
+        Subscriber {
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            warmup,
+            total,
+            next: 0,
+            lost: 0,
+            error: None,
+        }
+    }
+
+    #[inline(always)]
+    fn on_message(
+        &mut self,
+        lossy: bool,
+        s: Stamp,
+        now: u64,
+        timer: &crate::timer::Timer,
+        pb: &ProgressBar,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        if s.seq != self.next {
+            // A lossy system may drop messages (never reorder them); a lossless one may do neither.
+            if !(lossy && s.seq > self.next && s.seq < self.total) {
+                self.error = Some(BenchError::BadReply {
+                    system: "oneway",
+                    expected: self.next,
+                    got: s.seq,
+                });
+                return;
+            }
+            self.lost += s.seq - self.next;
+        }
+        self.next = s.seq + 1;
+        if s.seq >= self.warmup {
+            if let Err(e) = record(&mut self.corrected, timer.nanos_between(s.intended, now))
+                .and_then(|_| record(&mut self.uncorrected, timer.nanos_between(s.actual, now)))
+            {
+                self.error = Some(e);
+            }
+        }
+        if self.next & 0xffff == 0 {
+            pb.inc(0x10000);
+        }
+    }
+
+    /// The first error seen, if any, as the system's error.
+    fn failed(&mut self, system: &'static str) -> Result<()> {
+        match self.error.take() {
+            Some(BenchError::BadReply { expected, got, .. }) => Err(BenchError::BadReply {
+                system,
+                expected,
+                got,
+            }),
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }

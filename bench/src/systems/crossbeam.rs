@@ -1,8 +1,15 @@
 //! crossbeam-channel (in-process only): two bounded channels, one buffer handed back and forth, busy polling
 //! with `try_recv`.
+//!
+//! As a one-directional [`Channel`] (throughput, oneway): one `bounded(4096)` channel, each message a fresh heap
+//! buffer copied from the writer's staging buffer, `try_send` / `try_recv` busy-polled. There is no broadcast in
+//! crossbeam-channel (a message goes to one receiver), so it takes no part in `fanout`.
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use std::time::Duration;
 
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+
+use super::channel::{limits, ChanCtx, Channel, Rx, Tx};
 use super::{check_reply, stamp, Echo, EchoSpec, PingCtx, PingPong, Pinger};
 use crate::error::{BenchError, Result};
 use crate::spin::Spinner;
@@ -111,5 +118,93 @@ impl Echo for CrossbeamEcho {
                 Err(TryRecvError::Disconnected) => return Err(closed()),
             }
         }
+    }
+}
+
+/// Capacity of the one-directional channel.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// A writer: a sender and its staging buffer.
+pub struct CrossbeamTx {
+    tx: Sender<Buf>,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+/// A reader.
+pub struct CrossbeamRx(Receiver<Buf>);
+
+impl Channel for Crossbeam {
+    const NAME: &'static str = "crossbeam";
+    const HOW: &'static str =
+        "bounded(4096), one heap buffer per message, try_send / try_recv busy-polled";
+    type Shared = (Sender<Buf>, Receiver<Buf>);
+    type Tx = CrossbeamTx;
+    type Rx = CrossbeamRx;
+
+    fn unsupported(ctx: &ChanCtx) -> Option<String> {
+        limits(
+            ctx,
+            None,
+            Some((
+                1,
+                "crossbeam-channel has no broadcast (each message goes to exactly one receiver)",
+            )),
+        )
+    }
+
+    fn open(_ctx: &ChanCtx) -> Result<Self::Shared> {
+        Ok(bounded(CHANNEL_CAPACITY))
+    }
+
+    fn tx(shared: &Self::Shared, ctx: &ChanCtx, _index: usize) -> Result<CrossbeamTx> {
+        Ok(CrossbeamTx {
+            tx: shared.0.clone(),
+            buf: vec![0u8; ctx.payload],
+            timeout: ctx.timeout,
+        })
+    }
+
+    fn rx(shared: &Self::Shared, _ctx: &ChanCtx, _index: usize) -> Result<CrossbeamRx> {
+        Ok(CrossbeamRx(shared.1.clone()))
+    }
+}
+
+impl Tx for CrossbeamTx {
+    #[inline(always)]
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    #[inline(always)]
+    fn send(&mut self) -> Result<()> {
+        let mut msg: Buf = self.buf.as_slice().into();
+        let mut spin = Spinner::new(self.timeout);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(m)) => {
+                    msg = m;
+                    spin.spin("room in the crossbeam channel")?;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(closed()),
+            }
+        }
+    }
+}
+
+impl Rx for CrossbeamRx {
+    #[inline(always)]
+    fn poll<F: FnMut(&[u8])>(&mut self, max: usize, mut f: F) -> Result<usize> {
+        let mut n = 0;
+        while n < max {
+            match self.0.try_recv() {
+                Ok(m) => f(&m),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Err(closed()),
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 }

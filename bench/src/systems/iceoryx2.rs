@@ -1,12 +1,20 @@
 //! iceoryx2 (its published crate, feature `iceoryx2`): two publish-subscribe services over shared memory
 //! (`ping`, `pong`), `[u8]` slices, history 0, subscriber buffer 1, busy polling `receive`. Each round trip
 //! loans, writes, sends and receives a sample on both sides (the timed path of a real application).
+//!
+//! As a one-directional [`Channel`] (throughput, oneway, fanout) it is one publish-subscribe service with one
+//! publisher and one subscriber per reader, subscriber buffers of [`CHANNEL_BUFFER`] samples and the
+//! `RetryUntilDelivered` back-pressure strategy (lossless: the publisher waits for a full subscriber). Each
+//! endpoint thread has its own node (iceoryx2's `ipc` ports stay on the thread that made them).
+
+use std::path::Path;
 
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
+use super::channel::{limits, ChanCtx, Channel, Rx, Tx};
 use super::{check_reply, stamp, Echo, EchoSpec, PingCtx, PingPong, Pinger};
 use crate::error::{BenchError, Result};
 use crate::spin::Spinner;
@@ -34,6 +42,15 @@ fn service(node: &Node<ipc::Service>, name: &str, create: bool) -> Result<Factor
     } else {
         b.open().map_err(err)
     }
+}
+
+/// A service-name prefix unique to this process and scratch directory.
+fn tag(dir: &Path) -> String {
+    format!(
+        "ringway-bench/{}/{}",
+        std::process::id(),
+        dir.display().to_string().replace('/', "_")
+    )
 }
 
 fn node() -> Result<Node<ipc::Service>> {
@@ -75,11 +92,7 @@ impl PingPong for Iceoryx2 {
     }
 
     fn prepare(ctx: &PingCtx) -> Result<(Self, EchoSpec)> {
-        let tag = format!(
-            "ringway-bench/{}/{}",
-            std::process::id(),
-            ctx.dir.display().to_string().replace('/', "_")
-        );
+        let tag = tag(&ctx.dir);
         let ping_name = format!("{tag}/ping");
         let pong_name = format!("{tag}/pong");
         let node = node()?;
@@ -170,5 +183,128 @@ impl Echo for Iceoryx2Echo {
             }
             spin.spin("an iceoryx2 ping")?;
         }
+    }
+}
+
+/// Samples each subscriber's buffer holds in the one-directional channel.
+pub const CHANNEL_BUFFER: usize = 256;
+
+/// The one-directional service, opened or created (endpoints are built one at a time by the driver).
+fn channel_service(node: &Node<ipc::Service>, name: &str, readers: usize) -> Result<Factory> {
+    let name: ServiceName = name.try_into().map_err(err)?;
+    node.service_builder(&name)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(readers.max(1))
+        .history_size(0)
+        .subscriber_max_buffer_size(CHANNEL_BUFFER)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .map_err(err)
+}
+
+/// The publisher of the channel, with its node and service.
+pub struct Iceoryx2Tx {
+    publisher: Pub,
+    buf: Vec<u8>,
+    _service: Factory,
+    _node: Node<ipc::Service>,
+}
+
+/// A subscriber of the channel, with its node and service.
+pub struct Iceoryx2Rx {
+    subscriber: Sub,
+    _service: Factory,
+    _node: Node<ipc::Service>,
+}
+
+impl Channel for Iceoryx2 {
+    const NAME: &'static str = "iceoryx2";
+    const HOW: &'static str = "publish-subscribe, subscriber buffer 256, RetryUntilDelivered, \
+                               loan_slice_uninit + write_from_slice + send / receive busy-polled";
+    type Shared = String;
+    type Tx = Iceoryx2Tx;
+    type Rx = Iceoryx2Rx;
+
+    fn unsupported(ctx: &ChanCtx) -> Option<String> {
+        limits(
+            ctx,
+            Some((1, "the harness measures iceoryx2 with one publisher")),
+            None,
+        )
+    }
+
+    fn open(ctx: &ChanCtx) -> Result<String> {
+        Ok(format!("{}/channel", tag(&ctx.dir)))
+    }
+
+    fn tx(name: &String, ctx: &ChanCtx, _index: usize) -> Result<Iceoryx2Tx> {
+        let node = node()?;
+        let service = channel_service(&node, name, ctx.readers)?;
+        let publisher = service
+            .publisher_builder()
+            .initial_max_slice_len(ctx.payload)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .map_err(err)?;
+        Ok(Iceoryx2Tx {
+            publisher,
+            buf: vec![0u8; ctx.payload],
+            _service: service,
+            _node: node,
+        })
+    }
+
+    fn rx(name: &String, ctx: &ChanCtx, _index: usize) -> Result<Iceoryx2Rx> {
+        let node = node()?;
+        let service = channel_service(&node, name, ctx.readers)?;
+        let subscriber = service
+            .subscriber_builder()
+            .buffer_size(CHANNEL_BUFFER)
+            .create()
+            .map_err(err)?;
+        Ok(Iceoryx2Rx {
+            subscriber,
+            _service: service,
+            _node: node,
+        })
+    }
+}
+
+impl Tx for Iceoryx2Tx {
+    #[inline(always)]
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    #[inline(always)]
+    fn send(&mut self) -> Result<()> {
+        let sample = self
+            .publisher
+            .loan_slice_uninit(self.buf.len())
+            .map_err(err)?;
+        sample.write_from_slice(&self.buf).send().map_err(err)?;
+        Ok(())
+    }
+}
+
+impl Rx for Iceoryx2Rx {
+    /// A subscriber connects to the publisher's connection on its first look at its queue; until then the
+    /// publisher discards what does not fit the buffer even under `RetryUntilDelivered`.
+    fn settle(&mut self) -> Result<()> {
+        self.subscriber.has_samples().map(drop).map_err(err)
+    }
+
+    #[inline(always)]
+    fn poll<F: FnMut(&[u8])>(&mut self, max: usize, mut f: F) -> Result<usize> {
+        let mut n = 0;
+        while n < max {
+            match self.subscriber.receive().map_err(err)? {
+                Some(sample) => f(sample.payload()),
+                None => break,
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 }

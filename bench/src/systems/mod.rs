@@ -4,7 +4,11 @@
 //! describes them in an [`EchoSpec`]; the echo side is built from that spec in a thread of this process or in a
 //! child process (the spec's arguments travel on the command line, its file descriptors are inherited); the parent
 //! then builds its [`Pinger`] and times round trips.
+//!
+//! A system takes part in the one-directional scenarios (`throughput`, `oneway`, `fanout`) by implementing
+//! [`channel::Channel`].
 
+pub mod channel;
 pub mod crossbeam;
 pub mod fdpair;
 #[cfg(feature = "iceoryx2")]
@@ -14,6 +18,7 @@ pub mod limit_log;
 pub mod pipe;
 pub mod ringfire;
 pub mod ringway;
+pub mod ringway_channel;
 pub mod tcp;
 pub mod udp;
 pub mod uds;

@@ -1,11 +1,20 @@
 //! ringfire (its published crate): two SPSC rings in the run's /dev/shm directory, one per direction, busy
 //! polling with `try_recv`. ringfire's rings carry fixed-size `Copy` items, so the payload is a `[u8; N]` and
 //! only the sizes listed in [`SIZES`] are compiled in.
+//!
+//! As a one-directional [`Channel`] (throughput, oneway, fanout) it is one SPMC ring with lossless back-pressure
+//! (the producer waits for the slowest registered reader instead of lapping it), `try_push` / `recv_status`
+//! busy-polled.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use ringfire::{RingConsumer, RingProducer};
+use ringfire::{
+    FlowControl, RecvStatus, RingConsumer, RingProducer, RingProducerBuilder, RingfireError,
+};
 
+use super::channel::{limits, take_once, ChanCtx, Channel, Rx, Tx};
 use super::{check_reply, stamp, Echo, EchoSpec, PingCtx, PingPong, Pinger};
 use crate::error::{BenchError, Result};
 use crate::spin::Spinner;
@@ -115,6 +124,108 @@ impl<const N: usize> Echo for RingfireEcho<N> {
             }
             spin.spin("a ringfire ping")?;
         }
+    }
+}
+
+/// What the endpoints of one ring share: the producer (taken by the writer) and the ring's path.
+pub struct RingfireShared<const N: usize> {
+    producer: Mutex<Option<RingProducer<[u8; N]>>>,
+    path: PathBuf,
+}
+
+/// The writer of a ring.
+pub struct RingfireTx<const N: usize> {
+    producer: RingProducer<[u8; N]>,
+    buf: [u8; N],
+    timeout: Duration,
+}
+
+/// A reader of a ring.
+pub struct RingfireRx<const N: usize> {
+    consumer: RingConsumer<[u8; N]>,
+}
+
+impl<const N: usize> Channel for Ringfire<N> {
+    const NAME: &'static str = "ringfire";
+    const HOW: &'static str =
+        "SPMC ring of [u8; N], lossless back-pressure, try_push / recv_status busy-polled";
+    type Shared = RingfireShared<N>;
+    type Tx = RingfireTx<N>;
+    type Rx = RingfireRx<N>;
+
+    fn unsupported(ctx: &ChanCtx) -> Option<String> {
+        limits(
+            ctx,
+            Some((1, "a ringfire SPMC ring has a single producer")),
+            None,
+        )
+    }
+
+    fn open(ctx: &ChanCtx) -> Result<RingfireShared<N>> {
+        let path = ctx.dir.join("ringfire-channel");
+        let producer = RingProducerBuilder::new(CAPACITY)
+            .flow_control(FlowControl::LosslessBackpressure)
+            .build::<[u8; N], _>(&path)
+            .map_err(err)?;
+        Ok(RingfireShared {
+            producer: Mutex::new(Some(producer)),
+            path,
+        })
+    }
+
+    fn tx(shared: &RingfireShared<N>, ctx: &ChanCtx, _index: usize) -> Result<RingfireTx<N>> {
+        Ok(RingfireTx {
+            producer: take_once(&shared.producer, "ringfire", "the producer")?,
+            buf: [0u8; N],
+            timeout: ctx.timeout,
+        })
+    }
+
+    fn rx(shared: &RingfireShared<N>, _ctx: &ChanCtx, _index: usize) -> Result<RingfireRx<N>> {
+        Ok(RingfireRx {
+            consumer: RingConsumer::<[u8; N]>::attach(&shared.path).map_err(err)?,
+        })
+    }
+}
+
+impl<const N: usize> Tx for RingfireTx<N> {
+    #[inline(always)]
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    #[inline(always)]
+    fn send(&mut self) -> Result<()> {
+        let mut spin = Spinner::new(self.timeout);
+        loop {
+            match self.producer.try_push(&self.buf) {
+                Ok(()) => return Ok(()),
+                Err(RingfireError::BackpressureBufferFull) => {
+                    spin.spin("room in the ringfire ring")?
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+}
+
+impl<const N: usize> Rx for RingfireRx<N> {
+    #[inline(always)]
+    fn poll<F: FnMut(&[u8])>(&mut self, max: usize, mut f: F) -> Result<usize> {
+        let mut n = 0;
+        while n < max {
+            match self.consumer.recv_status() {
+                RecvStatus::Ok(item) => f(&item),
+                RecvStatus::Empty => break,
+                RecvStatus::Lapped { skipped, .. } => {
+                    return Err(err(format!(
+                        "reader lapped ({skipped} messages lost) despite lossless back-pressure"
+                    )))
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
