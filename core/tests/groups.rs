@@ -196,3 +196,40 @@ fn poison_message_goes_to_the_dead_letter_stream_after_max_deliveries() {
     assert_eq!(m.stat().dead_lettered, 1);
     assert_eq!(m.stat().redelivered, 2);
 }
+
+/// A typed job for the typed-subscriber test.
+#[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy, PartialEq)]
+struct Job {
+    id: u64,
+}
+ringway_core::message!(Job, type_id = 0x4a4f_4221, schema = 1);
+
+#[test]
+fn typed_subscribers_over_a_group_see_redelivery_counts() {
+    use ringway_core::typed::{Access, Publisher, Subscriber};
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "jobs",
+        &StreamConfig::default().segment_size(1 << 16),
+    )
+    .unwrap();
+    let mut p = Publisher::<Job>::new(s.writer().unwrap());
+    for id in 0..3 {
+        p.send(&Job { id }).unwrap();
+    }
+    // A member takes the first job and dies holding it.
+    let out = d.path().join("suicides");
+    assert!(!spawn("suicide", d.path(), &out).wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "0 1\n");
+    let member = s.group_member("workers", GroupOptions::default()).unwrap();
+    let mut sub = Subscriber::<Job, _>::from_source(&s, member, Access::Validated);
+    let mut got = Vec::new();
+    while sub
+        .poll(10, |j| got.push((j.id.to_native(), j.delivery_count())))
+        .unwrap()
+        > 0
+    {}
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 2), (1, 1), (2, 1)]);
+}

@@ -8,16 +8,22 @@ use crate::{Frame, GroupMember, NamedReader, Reader, Result};
 /// [`Reader`], a durable [`NamedReader`] (which commits its cursor as it goes), or a consumer
 /// [`GroupMember`] (each message to one member; acknowledged when the handler returns).
 pub trait FrameSource {
-    /// Hands up to `limit` committed data frames to `handler`; returns how many.
-    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize>;
+    /// Hands up to `limit` committed data frames to `handler`, each with its delivery count (1
+    /// for the first delivery; more when a consumer group redelivers a message whose member
+    /// died); returns how many.
+    fn poll_frames<F: FnMut(Frame<'_>, u32)>(&mut self, limit: usize, handler: F) -> Result<usize>;
     /// Blocks until a frame is ready or `timeout` passes (see [`Reader::wait`]).
     fn wait_frames(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 impl FrameSource for Reader {
     #[inline]
-    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
-        self.poll(limit, handler)
+    fn poll_frames<F: FnMut(Frame<'_>, u32)>(
+        &mut self,
+        limit: usize,
+        mut handler: F,
+    ) -> Result<usize> {
+        self.poll(limit, |f| handler(f, 1))
     }
     fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
         self.wait(timeout)
@@ -26,8 +32,12 @@ impl FrameSource for Reader {
 
 impl FrameSource for NamedReader {
     #[inline]
-    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, handler: F) -> Result<usize> {
-        self.poll(limit, handler)
+    fn poll_frames<F: FnMut(Frame<'_>, u32)>(
+        &mut self,
+        limit: usize,
+        mut handler: F,
+    ) -> Result<usize> {
+        self.poll(limit, |f| handler(f, 1))
     }
     fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
         self.reader_mut().wait(timeout)
@@ -38,8 +48,12 @@ impl FrameSource for NamedReader {
 /// is not passed on (use [`GroupMember::poll`] directly where it matters).
 impl FrameSource for GroupMember {
     #[inline]
-    fn poll_frames<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut handler: F) -> Result<usize> {
-        self.poll(limit, |d| handler(d.frame))
+    fn poll_frames<F: FnMut(Frame<'_>, u32)>(
+        &mut self,
+        limit: usize,
+        mut handler: F,
+    ) -> Result<usize> {
+        self.poll(limit, |d| handler(d.frame, d.count))
     }
     fn wait_frames(&mut self, timeout: Duration) -> Result<bool> {
         self.wait(timeout)

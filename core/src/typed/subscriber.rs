@@ -52,6 +52,7 @@ pub struct Received<'a, T: rkyv::Archive> {
     value: &'a T::Archived,
     position: Position,
     timestamp_ns: u64,
+    delivery_count: u32,
 }
 
 impl<T: rkyv::Archive> Deref for Received<'_, T> {
@@ -78,6 +79,13 @@ impl<'a, T: rkyv::Archive> Received<'a, T> {
     pub fn timestamp_ns(&self) -> u64 {
         self.timestamp_ns
     }
+    /// How many times this message has been delivered: always 1 from a reader or a named
+    /// cursor; from a consumer group, more when members died while handling it (route it to a
+    /// dead-letter stream past a limit, see [`GroupOptions`](crate::GroupOptions)).
+    #[inline]
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
 }
 
 impl<T: rkyv::Archive> std::fmt::Debug for Received<'_, T> {
@@ -85,6 +93,7 @@ impl<T: rkyv::Archive> std::fmt::Debug for Received<'_, T> {
         f.debug_struct("Received")
             .field("position", &self.position)
             .field("timestamp_ns", &self.timestamp_ns)
+            .field("delivery_count", &self.delivery_count)
             .finish_non_exhaustive()
     }
 }
@@ -165,12 +174,13 @@ where
             let mut failed = None;
             let (access, copy) = (self.access, self.copy);
             let scratch = &mut self.scratch;
-            let got = self.source.poll_frames(1, |frame| {
+            let got = self.source.poll_frames(1, |frame, delivery_count| {
                 match decode::<T>(&frame, access, copy, scratch) {
                     Ok(value) => handler(Received {
                         value,
                         position: frame.position(),
                         timestamp_ns: frame.timestamp_ns(),
+                        delivery_count,
                     }),
                     Err(e) => failed = Some(e),
                 }
