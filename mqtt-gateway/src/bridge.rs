@@ -89,8 +89,10 @@ pub async fn run(broker: Arc<Broker>, cfg: BridgeConfig, mut shutdown: watch::Re
     let out_client = client.clone();
     let out_session = session.clone();
     let outbound = tokio::spawn(async move {
-        let mut data = out_session.data.lock().await;
-        while let Some(o) = data.rx.recv().await {
+        // Holding `data` makes this task the session's only receiver.
+        let _data = out_session.data.lock().await;
+        loop {
+            let o = out_session.queue.recv().await;
             if out_client
                 .publish(
                     o.msg.topic.clone(),

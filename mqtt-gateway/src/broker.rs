@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::auth::{Authenticator, Identity};
 use crate::codec::Publish;
@@ -17,6 +17,7 @@ use crate::config::PayloadType;
 use crate::journal::{Journal, JournalError, RecordRef};
 use crate::meta::{MessageProperties, MqttMeta};
 use crate::metrics::{Drop, Metrics};
+use crate::queue::OutQueue;
 use crate::route::RouteTable;
 use crate::session_store;
 use crate::topic;
@@ -87,8 +88,6 @@ pub enum Inflight {
 /// whole life; a taking-over connection waits for it).
 #[derive(Debug)]
 pub struct SessionData {
-    /// Queue filled by the fan-out, drained by the connection.
-    pub rx: mpsc::Receiver<Outgoing>,
     /// Outbound messages not yet acknowledged, by packet id (resent on reconnect).
     pub inflight: BTreeMap<u16, Inflight>,
     /// Inbound QoS 2 packet ids stored and PUBREC'd, waiting for PUBREL.
@@ -120,7 +119,9 @@ pub struct Session {
     /// A connection is attached. Written under `ctl`; read by the fan-out to skip QoS 0 for
     /// offline sessions; Relaxed is enough because a stale read only affects one QoS 0 message.
     pub online: AtomicBool,
-    tx: mpsc::Sender<Outgoing>,
+    /// Messages owed to the client: filled by the fan-out, drained only by the connection that
+    /// holds `data` (the attached one).
+    pub queue: OutQueue,
     subs: RwLock<Vec<Subscription>>,
     /// Retained messages already sent at SUBSCRIBE whose frames the tailer had not dispatched
     /// yet: (stream, position). The live copy is skipped so the client gets the message once,
@@ -137,18 +138,16 @@ pub struct Session {
 
 impl Session {
     fn new(client_id: &str, queue: usize) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(queue);
         Arc::new(Session {
             client_id: client_id.to_owned(),
             data: tokio::sync::Mutex::new(SessionData {
-                rx,
                 inflight: BTreeMap::new(),
                 incoming_qos2: HashSet::new(),
                 next_pkid: 1,
             }),
             ctl: Mutex::new(SessionCtl::default()),
             online: AtomicBool::new(false),
-            tx,
+            queue: OutQueue::new(queue),
             subs: RwLock::new(Vec::new()),
             skip_live: Mutex::new(HashSet::new()),
             lag: Mutex::new(HashMap::new()),
@@ -572,7 +571,7 @@ impl Broker {
             .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
         let mut queued: HashMap<Arc<str>, u64> = HashMap::new();
-        while let Ok(o) = data.rx.try_recv() {
+        while let Some(o) = session.queue.try_recv() {
             let e = queued.entry(o.msg.stream.clone()).or_insert(u64::MAX);
             *e = (*e).min(o.msg.position);
         }
@@ -1143,13 +1142,9 @@ impl Broker {
                 qos,
                 retain,
             };
-            match s.tx.try_send(out) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    lag.insert(d.stream.clone(), d.position);
-                    Metrics::inc(&self.metrics.lagging);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if s.queue.try_send(out).is_err() {
+                lag.insert(d.stream.clone(), d.position);
+                Metrics::inc(&self.metrics.lagging);
             }
         }
     }

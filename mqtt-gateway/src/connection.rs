@@ -85,7 +85,7 @@ async fn serve_halves<R, W>(
     W: AsyncWrite + Unpin + Send,
 {
     // Small at first (idle connections stay cheap); grows geometrically for large packets.
-    let mut inbuf = BytesMut::with_capacity(256);
+    let mut inbuf = BytesMut::with_capacity(INBUF_INITIAL);
     let max = broker.config.mqtt.max_packet_size;
     let deadline = Duration::from_secs(broker.config.mqtt.connect_timeout_secs.max(1));
     let first = tokio::time::timeout(deadline, read_connect(&mut rd, &mut inbuf, max)).await;
@@ -103,7 +103,9 @@ async fn serve_halves<R, W>(
         }
         Ok(Ok(None)) | Err(_) => return,
     };
-    let mut conn = match handshake(&broker, version, *connect, &mut wr).await {
+    // Boxed: the handshake's state (CONNECT, authentication) is freed once it is done instead of
+    // sizing the connection's task for its whole life.
+    let mut conn = match Box::pin(handshake(&broker, version, *connect, &mut wr)).await {
         Some(c) => c,
         None => {
             Metrics::inc(&broker.metrics.connects_refused);
@@ -268,7 +270,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         version,
         client_id,
         identity,
-        will: c.will,
+        will: c.will.map(Box::new),
         keep_alive,
         window: cfg.max_inflight.min(c.receive_maximum).max(1) as usize,
         client_max_packet: c.max_packet_size.map(|m| m as usize),
@@ -287,7 +289,8 @@ struct Conn {
     version: Version,
     client_id: String,
     identity: Identity,
-    will: Option<Will>,
+    /// Boxed: most clients have none, and the connection's task is sized by its fields.
+    will: Option<Box<Will>>,
     keep_alive: u16,
     /// Outbound inflight window (min of our max_inflight and the client's Receive Maximum).
     window: usize,
@@ -307,8 +310,9 @@ enum Event {
     Kill,
     Shutdown,
     Read(std::io::Result<usize>),
-    Out(Option<Outgoing>),
-    KeepAlive,
+    Out(Outgoing),
+    /// The keep-alive or catch-up timer fired.
+    Timer,
 }
 
 impl Conn {
@@ -324,12 +328,16 @@ impl Conn {
     {
         let session = self.session.clone();
         // Wait for a connection we took over to release the session data.
-        let data = tokio::time::timeout(Duration::from_secs(10), session.data.lock()).await;
+        let data = Box::pin(tokio::time::timeout(
+            Duration::from_secs(10),
+            session.data.lock(),
+        ))
+        .await;
         let mut data = match data {
             Ok(d) => d,
             Err(_) => {
                 let _ = wr.write_all(&self.outbuf).await;
-                self.finish(Exit::Protocol(0x89), &mut wr).await;
+                Box::pin(self.finish(Exit::Protocol(0x89), &mut wr)).await;
                 return;
             }
         };
@@ -340,6 +348,10 @@ impl Conn {
         let ka =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let mut last_rx = Instant::now();
+        // One timer for the keep-alive and the catch-up re-check. It may fire early (the
+        // keep-alive deadline moves with every read, the timer only when it fires), never late.
+        let timer = tokio::time::sleep_until(next_keep_alive(ka, last_rx));
+        tokio::pin!(timer);
         let max = self.broker.config.mqtt.max_packet_size;
         let exit = 'conn: loop {
             // Handle every complete packet received so far (also bytes that came with CONNECT).
@@ -358,11 +370,12 @@ impl Conn {
                     }
                 }
             }
+            release_idle_buffer(&mut inbuf, INBUF_INITIAL);
             // Drain what can be sent: owed retained messages, then the queue.
             while data.inflight.len() < self.window {
                 if let Some(o) = self.pending.pop_front() {
                     self.send_publish(&mut data, o, false);
-                } else if let Ok(o) = data.rx.try_recv() {
+                } else if let Some(o) = session.queue.try_recv() {
                     self.send_publish(&mut data, o, false);
                 } else if self.session.is_lagging() {
                     // The queue overflowed earlier: read the rest from the journal.
@@ -385,27 +398,34 @@ impl Conn {
                     break Exit::Closed;
                 }
                 self.outbuf.clear();
+                release_idle_buffer(&mut self.outbuf, 0);
             }
             let can_send = data.inflight.len() < self.window && self.pending.is_empty();
-            let ka_deadline = ka.map(|d| last_rx + d);
             // While catching up from the journal, look again shortly even if nothing else
             // happens (the tailer may still be dispatching up to where the reader is).
-            let lag_deadline = (data.inflight.len() < self.window && self.session.is_lagging())
-                .then(|| Instant::now() + Duration::from_millis(2));
+            if data.inflight.len() < self.window && self.session.is_lagging() {
+                let soon = Instant::now() + Duration::from_millis(2);
+                if soon < timer.deadline() {
+                    timer.as_mut().reset(soon);
+                }
+            }
             let event = tokio::select! {
                 _ = &mut kill_rx => Event::Kill,
                 _ = shutdown.changed() => Event::Shutdown,
                 r = rd.read_buf(&mut inbuf) => Event::Read(r),
-                o = data.rx.recv(), if can_send => Event::Out(o),
-                _ = sleep_until_opt(ka_deadline) => Event::KeepAlive,
-                _ = sleep_until_opt(lag_deadline) => Event::Out(None),
+                o = session.queue.recv(), if can_send => Event::Out(o),
+                _ = &mut timer => Event::Timer,
             };
             match event {
                 Event::Kill => break Exit::TakenOver,
                 Event::Shutdown => break Exit::Shutdown,
-                Event::KeepAlive => break Exit::KeepAlive,
-                Event::Out(Some(o)) => self.send_publish(&mut data, o, false),
-                Event::Out(None) => {}
+                Event::Timer => {
+                    if ka.is_some_and(|d| Instant::now() >= last_rx + d) {
+                        break Exit::KeepAlive;
+                    }
+                    timer.as_mut().reset(next_keep_alive(ka, last_rx));
+                }
+                Event::Out(o) => self.send_publish(&mut data, o, false),
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => break Exit::Closed,
                 Event::Read(Ok(_)) => last_rx = Instant::now(),
             }
@@ -422,7 +442,9 @@ impl Conn {
             self.broker.park_session(&self.session, &mut data);
         }
         drop(data);
-        self.finish(exit, &mut wr).await;
+        // Boxed (as the wait for the session above): states the connection passes only once do
+        // not size its task for its whole life.
+        Box::pin(self.finish(exit, &mut wr)).await;
     }
 
     /// Ends the connection: DISCONNECT to MQTT 5 clients, will, session expiry.
@@ -454,7 +476,7 @@ impl Conn {
         };
         if exit.publishes_will() {
             if let Some(will) = self.will.take() {
-                self.publish_will(will, expiry.unwrap_or(0));
+                self.publish_will(*will, expiry.unwrap_or(0));
             }
         }
         match expiry {
@@ -780,9 +802,25 @@ impl Conn {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// When the keep-alive expires after a packet received at `last_rx`; without keep-alive, a
+/// year from now (the timer then only serves the catch-up re-check).
+fn next_keep_alive(ka: Option<Duration>, last_rx: Instant) -> Instant {
+    match ka {
+        Some(d) => last_rx + d,
+        None => Instant::now() + Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+/// Initial capacity of a connection's input buffer.
+const INBUF_INITIAL: usize = 256;
+
+/// A buffer larger than this is given back once empty (it grew for a large packet or a burst).
+const KEEP_BUFFER: usize = 4 << 10;
+
+/// Frees an empty buffer that grew past [`KEEP_BUFFER`], keeping `keep` bytes of capacity, so
+/// a connection that was busy once does not hold its peak memory while idle.
+fn release_idle_buffer(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::with_capacity(keep);
     }
 }

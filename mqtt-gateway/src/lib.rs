@@ -108,6 +108,7 @@ pub mod journal;
 pub mod journal_core;
 pub mod meta;
 pub mod metrics;
+pub mod queue;
 pub mod route;
 pub mod server;
 pub mod session_store;
