@@ -35,6 +35,10 @@ impl Preparer {
         let thread = std::thread::Builder::new()
             .name(format!("ringway-prep-{}", shared.name))
             .spawn(move || {
+                // Mappings of segments the writer left, kept in a ring so the segment's file can
+                // be recycled without mapping it again (at most one lap of them).
+                let mut mapped: Vec<Segment> = Vec::new();
+                let keep = s.config.ring_segments.unwrap_or(0) as usize;
                 let mut flush_every: Option<std::time::Duration> = None;
                 let mut last_flush = std::time::Instant::now();
                 loop {
@@ -54,9 +58,19 @@ impl Preparer {
                     };
                     match req {
                         Some(Request::Prepare(index)) => {
-                            let r = prepare(&s, index);
+                            let r = prepare(&s, index, &mut mapped);
                             if done_tx.send((index, r)).is_err() {
                                 return;
+                            }
+                        }
+                        Some(Request::Retire(seg)) if keep > 0 => {
+                            mapped.push(seg);
+                            if mapped.len() > keep {
+                                // Drop (unmap) the oldest.
+                                let oldest = (0..mapped.len())
+                                    .min_by_key(|&i| mapped[i].index())
+                                    .unwrap_or(0);
+                                mapped.swap_remove(oldest);
                             }
                         }
                         Some(Request::Retire(seg)) => drop(seg),
@@ -120,7 +134,7 @@ impl Preparer {
                 }
             }
         }
-        prepare(&self.shared, index)
+        prepare(&self.shared, index, &mut Vec::new())
     }
 }
 
@@ -155,8 +169,9 @@ fn flush_current(s: &Shared) {
     meta.writer.flushed.fetch_max(tail, Ordering::AcqRel);
 }
 
-/// Creates or recycles segment `index` and applies retention for a writer about to enter it.
-fn prepare(s: &Shared, index: u64) -> Result<Segment> {
+/// Creates or recycles segment `index` and applies retention for a writer about to enter it;
+/// `mapped` holds mappings of segments the writer left, reused when their file is recycled.
+fn prepare(s: &Shared, index: u64, mapped: &mut Vec<Segment>) -> Result<Segment> {
     let cfg = &s.config;
     let size = cfg.segment_size;
     let meta = s.meta.get();
@@ -173,6 +188,11 @@ fn prepare(s: &Shared, index: u64) -> Result<Segment> {
             meta.retention
                 .deleted_segments
                 .fetch_add(1, Ordering::Relaxed);
+            if let Some(i) = mapped.iter().position(|m| m.index() == old) {
+                return mapped
+                    .swap_remove(i)
+                    .recycle_mapped(&s.dir, index, cfg.file_mode);
+            }
             return Segment::recycle(&s.dir, old, index, size, cfg.file_mode);
         }
         return Segment::create(&s.dir, index, size, cfg.file_mode);

@@ -9,6 +9,7 @@ use crate::fsutil::{create_file, segment_file_name, temp_sibling};
 use crate::protocol::LogMemory;
 use memmap2::{MmapOptions, MmapRaw};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +30,8 @@ pub struct Segment {
     /// frames: the whole segment when it was created fresh, [`RECYCLE_CLEARED`] when recycled,
     /// 0 when merely opened. The single writer clears commit words from here on before use.
     cleared: u64,
+    /// Inode of the mapped file (a recycled mapping is reused only for the same file).
+    ino: u64,
 }
 
 impl std::fmt::Debug for Segment {
@@ -122,6 +125,7 @@ impl Segment {
         let file = create_file(&tmp, mode)?;
         let result = (|| {
             allocate(&file, size, &tmp)?;
+            let ino = file.metadata().ctx("stat segment", &tmp)?.ino();
             let map = MmapRaw::map_raw(&file).ctx("map segment", &tmp)?;
             let seg = Segment {
                 map,
@@ -130,6 +134,7 @@ impl Segment {
                 writable: true,
                 // A new file reads as zeros throughout.
                 cleared: size,
+                ino,
             };
             seg.prefault();
             Ok(seg)
@@ -182,7 +187,8 @@ impl Segment {
             .write(true)
             .open(&tmp)
             .ctx("open segment", &tmp)?;
-        if file.metadata().ctx("stat segment", &tmp)?.len() != size {
+        let st = file.metadata().ctx("stat segment", &tmp)?;
+        if st.len() != size {
             allocate(&file, size, &tmp)?;
         }
         // Populated in the kernel: the pages exist already, only page tables are filled.
@@ -197,6 +203,7 @@ impl Segment {
             size,
             writable: true,
             cleared,
+            ino: st.ino(),
         };
         // The old lap's frames stay: their commit words carry the old lap's tag, and the writer
         // clears ahead of itself so that the commit word after each frame is zero before the frame
@@ -208,6 +215,32 @@ impl Segment {
         unsafe { seg.zero(0, cleared) };
         std::fs::rename(&tmp, &new_path).ctx("rename recycled segment", &new_path)?;
         Ok(seg)
+    }
+
+    /// Recycles this (writable) mapping's own file as segment `new`, keeping the mapping: no
+    /// munmap, mmap or page-table population, which cost the preparer about a millisecond per
+    /// 16 MiB lap. Falls back to [`Segment::recycle`] when the file under this segment's name is
+    /// not the mapped one (replaced by hand).
+    pub fn recycle_mapped(mut self, dir: &Path, new: u64, mode: u32) -> Result<Segment> {
+        let size = self.size;
+        let old_path = segment_path(dir, self.index, size);
+        let new_path = segment_path(dir, new, size);
+        let tmp = temp_sibling(&new_path);
+        let same_file = std::fs::metadata(&old_path)
+            .map(|m| m.ino() == self.ino && m.len() == size)
+            .unwrap_or(false);
+        if !self.writable || !same_file {
+            return Segment::recycle(dir, self.index, new, size, mode);
+        }
+        std::fs::rename(&old_path, &tmp).ctx("rename segment for recycling", &old_path)?;
+        self.index = new;
+        self.cleared = RECYCLE_CLEARED.min(size);
+        // SAFETY: as in `recycle`: the file was renamed away from every name readers open and the
+        // writer no longer uses this segment (it retired it), so nobody writes it; readers still
+        // mapping it only read and detect the lap through the first position.
+        unsafe { self.zero(0, self.cleared) };
+        std::fs::rename(&tmp, &new_path).ctx("rename recycled segment", &new_path)?;
+        Ok(self)
     }
 
     /// Maps existing segment `index`, page tables populated; `Ok(None)` if the file does not exist.
@@ -240,7 +273,8 @@ impl Segment {
                 })
             }
         };
-        let len = file.metadata().ctx("stat segment", &path)?.len();
+        let st = file.metadata().ctx("stat segment", &path)?;
+        let len = st.len();
         if len != size {
             return Err(Error::CorruptFile {
                 path,
@@ -265,6 +299,7 @@ impl Segment {
             size,
             writable,
             cleared: 0,
+            ino: st.ino(),
         }))
     }
 
