@@ -325,6 +325,84 @@ impl Writer {
         }
     }
 
+    /// Single-writer commit of the frame of `flen` bytes at `off`; returns its position.
+    #[inline(always)]
+    fn commit_single(&mut self, off: u64, flen: u64, fields: &HeaderFields) -> Position {
+        // SAFETY: this writer owns the uncommitted frame at `off`.
+        unsafe { protocol::write_fields(&self.seg, off, fields) };
+        // The next frame's commit word must be zero before this frame is published: a reader that
+        // sees this frame committed moves on to that word, and a recycled ring segment still holds
+        // the previous lap's bytes. Normally `clear_to` is already past it (fresh segments are
+        // zero, and the writer clears recycled ones ahead of itself below); otherwise a plain
+        // store, ordered before the Release commit.
+        let next = off + align_up(flen);
+        let cap = self.seg.capacity();
+        if next >= self.clear_to && next < cap {
+            self.seg.store(next, 0, Ordering::Relaxed);
+            self.clear_to = next + 8;
+        }
+        protocol::commit(&self.seg, off, flen as u32, self.seg.tag());
+        // Clear ahead after the commit, so those stores never delay its visibility and the commit
+        // path never loads a line it does not own yet.
+        if self.clear_to < cap && self.clear_to < next + CLEAR_AHEAD {
+            self.clear_ahead(next);
+        }
+        self.off = next;
+        self.messages += 1;
+        let pos = self.seg.base() + off;
+        let meta = self.shared.meta.get();
+        // Release on the tail: `Start::End` readers and `stat` use it as a frame boundary.
+        meta.writer.tail.store(self.seg.base() + next, Ordering::Release);
+        meta.writer.messages.store(self.messages, Ordering::Relaxed);
+        meta.writer
+            .heartbeat_ns
+            .store(fields.timestamp_ns, Ordering::Relaxed);
+        crate::notify::wake_waiters(&meta.notify);
+        Position(pos)
+    }
+
+    /// Zeroes the next stretch of a recycled segment after `next` (see `clear_to`).
+    #[inline(never)]
+    fn clear_ahead(&mut self, next: u64) {
+        let from = self.clear_to.max(next);
+        let to = (next + 2 * CLEAR_AHEAD).min(self.seg.capacity());
+        // SAFETY: `[from, to)` lies past the frame just committed, beyond anything published in
+        // this lap; this writer alone writes there (single-writer lock), and readers of this lap
+        // never read past the zero word at `next`. Readers lapped by the ring that still look at
+        // the old bytes detect it through the first position.
+        unsafe { self.seg.zero(from, to - from) };
+        self.clear_to = to;
+    }
+
+    /// Multi-writer commit of the claimed frame at `off`.
+    #[inline(never)]
+    fn commit_multi(
+        &mut self,
+        off: u64,
+        claimed_len: u32,
+        flen: u64,
+        mut fields: HeaderFields,
+        slot: usize,
+    ) -> Result<Position> {
+        fields.reserved = slot as u16 + 1;
+        let pos = self.seg.base() + off;
+        // SAFETY: this writer owns the claimed frame at `off`.
+        unsafe { protocol::write_fields(&self.seg, off, &fields) };
+        if !protocol::commit_multi(&self.seg, off, claimed_len, flen as u32, self.seg.tag()) {
+            return Err(Error::ClaimRecovered(Position(pos)));
+        }
+        self.messages += 1;
+        let meta = self.shared.meta.get();
+        let s = &meta.slots[slot];
+        s.messages.store(self.messages, Ordering::Relaxed);
+        s.heartbeat_ns.store(fields.timestamp_ns, Ordering::Relaxed);
+        meta.writer
+            .tail
+            .fetch_max(pos + align_up(flen), Ordering::AcqRel);
+        crate::notify::wake_waiters(&meta.notify);
+        Ok(Position(pos))
+    }
+
     /// Position the next single-writer append will get (multi-writer: the shared claim tail).
     pub fn next_position(&self) -> Position {
         match self.mode {
@@ -500,10 +578,9 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(mut self) -> Result<Position> {
         self.done = true;
-        let w = &mut *self.writer;
         let off = self.off;
         let flen = frame_len(self.meta_len, self.len);
-        let now = w.clock.now_ns();
+        let now = self.writer.clock.now_ns();
         let mut fields = HeaderFields {
             kind: KIND_DATA,
             flags: 0,
@@ -514,73 +591,24 @@ impl Claim<'_> {
             schema_version: self.schema_version,
             reserved: 0,
         };
-        if w.crc {
+        if self.writer.crc {
             fields.flags |= FLAG_CRC;
-            let meta = w.seg.slice(off + HEADER_LEN as u64, self.meta_len);
-            let payload = w
-                .seg
-                .slice(off + payload_offset(self.meta_len) as u64, self.len);
-            fields.crc32c = crc32c::crc32c_append(crc32c::crc32c(meta), payload);
+            fields.crc32c = self.crc32c();
         }
-        let meta = w.shared.meta.get();
-        let pos = w.seg.base() + off;
+        let w = &mut *self.writer;
         match w.mode {
-            Mode::Single => {
-                // SAFETY: this writer owns the uncommitted frame at `off`.
-                unsafe { protocol::write_fields(&w.seg, off, &fields) };
-                // The next frame's commit word must be zero before this frame is published: a
-                // reader that sees this frame committed moves on to that word, and a recycled ring
-                // segment still holds the previous lap's bytes. Normally `clear_to` is already
-                // past it (fresh segments are zero, and the writer clears recycled ones ahead of
-                // itself below); otherwise a plain store, ordered before the Release commit.
-                let next = off + align_up(flen);
-                let cap = w.seg.capacity();
-                if next >= w.clear_to && next < cap {
-                    w.seg.store(next, 0, Ordering::Relaxed);
-                    w.clear_to = next + 8;
-                }
-                protocol::commit(&w.seg, off, flen as u32, w.seg.tag());
-                // Clear ahead after the commit, so these stores never delay its visibility and the
-                // commit path never loads a line it does not own yet.
-                if w.clear_to < cap && w.clear_to < next + CLEAR_AHEAD {
-                    let from = w.clear_to.max(next);
-                    let to = (next + 2 * CLEAR_AHEAD).min(cap);
-                    // SAFETY: `[from, to)` lies past this frame, beyond anything published in this
-                    // lap; this writer alone writes there (single-writer lock), and readers of this
-                    // lap never read past the zero word at `next`. Readers lapped by the ring that
-                    // still look at the old bytes detect it through the first position.
-                    unsafe { w.seg.zero(from, to - from) };
-                    w.clear_to = to;
-                }
-                w.off = off + align_up(flen);
-                w.messages += 1;
-                // Release on the tail: `Start::End` readers and `stat` use it as a frame boundary.
-                meta.writer
-                    .tail
-                    .store(pos + align_up(flen), Ordering::Release);
-                meta.writer.messages.store(w.messages, Ordering::Relaxed);
-                meta.writer.heartbeat_ns.store(now, Ordering::Relaxed);
-                crate::notify::wake_waiters(&meta.notify);
-            }
-            Mode::Multi { slot } => {
-                fields.reserved = slot as u16 + 1;
-                // SAFETY: this writer owns the claimed frame at `off`.
-                unsafe { protocol::write_fields(&w.seg, off, &fields) };
-                if !protocol::commit_multi(&w.seg, off, self.claimed_len, flen as u32, w.seg.tag())
-                {
-                    return Err(Error::ClaimRecovered(Position(pos)));
-                }
-                w.messages += 1;
-                let s = &meta.slots[slot];
-                s.messages.store(w.messages, Ordering::Relaxed);
-                s.heartbeat_ns.store(now, Ordering::Relaxed);
-                meta.writer
-                    .tail
-                    .fetch_max(pos + align_up(flen), Ordering::AcqRel);
-                crate::notify::wake_waiters(&meta.notify);
-            }
+            Mode::Single => Ok(w.commit_single(off, flen, &fields)),
+            Mode::Multi { slot } => w.commit_multi(off, self.claimed_len, flen, fields, slot),
         }
-        Ok(Position(pos))
+    }
+
+    /// CRC32C of the frame's metadata and payload.
+    #[inline(never)]
+    fn crc32c(&self) -> u32 {
+        let seg = &self.writer.seg;
+        let meta = seg.slice(self.off + HEADER_LEN as u64, self.meta_len);
+        let payload = seg.slice(self.off + payload_offset(self.meta_len) as u64, self.len);
+        crc32c::crc32c_append(crc32c::crc32c(meta), payload)
     }
 
     /// Discards the claim: nothing becomes visible to readers.
