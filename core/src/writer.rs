@@ -352,7 +352,9 @@ impl Writer {
         let pos = self.seg.base() + off;
         let meta = self.shared.meta.get();
         // Release on the tail: `Start::End` readers and `stat` use it as a frame boundary.
-        meta.writer.tail.store(self.seg.base() + next, Ordering::Release);
+        meta.writer
+            .tail
+            .store(self.seg.base() + next, Ordering::Release);
         meta.writer.messages.store(self.messages, Ordering::Relaxed);
         meta.writer
             .heartbeat_ns
