@@ -155,6 +155,16 @@ impl Session {
         })
     }
 
+    /// Where the session resumes reading `stream` from the journal, while its queue overflowed
+    /// for that stream (or it is restored after a restart).
+    pub fn lag_position(&self, stream: &str) -> Option<u64> {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .copied()
+    }
+
     /// True when the session reads some stream from the journal (its queue overflowed).
     pub fn is_lagging(&self) -> bool {
         !self
@@ -799,6 +809,23 @@ impl Broker {
             lag.insert(stream, position);
         }
         out
+    }
+
+    /// Creates the named cursors a persistent session does not have yet, at the positions the
+    /// tailers have dispatched up to: everything after them is owed to the session, so a crash
+    /// before its first acknowledgement resumes there. Call before adding subscriptions.
+    pub fn ensure_cursors(&self, session: &Session) {
+        let name = session_store::cursor_name(&session.client_id);
+        for stream in self.routes.streams() {
+            if let Ok(None) = self.journal.load_cursor(stream, &name) {
+                if let Err(e) = self
+                    .journal
+                    .save_cursor(stream, &name, self.dispatched(stream))
+                {
+                    log::error!("cannot create cursor {name} on {stream}: {e}");
+                }
+            }
+        }
     }
 
     fn dispatched(&self, stream: &str) -> u64 {

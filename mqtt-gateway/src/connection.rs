@@ -19,7 +19,7 @@ use crate::codec::{
     self, CodecError, ConnAckCode, ConnAckInfo, Connect, Inbound, Outbound, Publish,
     SubscribeFilter, Version, Will,
 };
-use crate::journal::JournalReader;
+use crate::journal::{CursorCommitter, JournalReader};
 use crate::meta::MessageProperties;
 use crate::metrics::{Drop, Metrics};
 use crate::topic;
@@ -278,6 +278,8 @@ async fn handshake<W: AsyncWrite + Unpin>(
         pending: VecDeque::new(),
         resumed,
         readers: HashMap::new(),
+        persistent: c.session_expiry != 0,
+        progress: None,
     })
 }
 
@@ -301,6 +303,21 @@ struct Conn {
     resumed: bool,
     /// Journal readers of streams this session catches up on.
     readers: HashMap<Arc<str>, Box<dyn JournalReader>>,
+    /// The session outlives the connection (its delivery progress goes to named cursors).
+    persistent: bool,
+    /// Delivery progress not yet committed (persistent sessions only; allocated on first use).
+    progress: Option<Box<Progress>>,
+}
+
+/// Delivery progress of a persistent session, committed to its named cursors after every batch
+/// of acknowledgements, so a gateway crash redelivers at most what was unacknowledged.
+#[derive(Default)]
+struct Progress {
+    /// (stream, position after the message) of messages done with since the last commit:
+    /// acknowledged (QoS 1 PUBACK, QoS 2 PUBREC) or written (QoS 0).
+    done: Vec<(Arc<str>, u64)>,
+    /// One committer per stream, opened on first use.
+    committers: HashMap<Arc<str>, Box<dyn CursorCommitter>>,
 }
 
 /// Frames read from the journal per catch-up step.
@@ -400,6 +417,7 @@ impl Conn {
                 self.outbuf.clear();
                 release_idle_buffer(&mut self.outbuf, 0);
             }
+            self.commit_progress(&data);
             let can_send = data.inflight.len() < self.window && self.pending.is_empty();
             // While catching up from the journal, look again shortly even if nothing else
             // happens (the tailer may still be dispatching up to where the reader is).
@@ -434,6 +452,8 @@ impl Conn {
             let _ = wr.write_all(&self.outbuf).await;
             self.outbuf.clear();
         }
+        // Release the cursors (a connection taking the session over opens them again).
+        self.progress = None;
         let persistent_and_mine = {
             let ctl = self.session.ctl.lock().unwrap_or_else(|p| p.into_inner());
             ctl.generation == self.generation && ctl.expiry_secs != 0
@@ -621,8 +641,80 @@ impl Conn {
         } else {
             0
         };
-        if self.encode_publish(&o, pkid, dup) && o.qos > 0 {
-            data.inflight.insert(pkid, Inflight::Publish(o));
+        if self.encode_publish(&o, pkid, dup) {
+            if o.qos > 0 {
+                data.inflight.insert(pkid, Inflight::Publish(o));
+            } else {
+                self.done(&o);
+            }
+        }
+    }
+
+    /// Notes that the client is done with `o` (see [`Progress::done`]).
+    fn done(&mut self, o: &Outgoing) {
+        if self.persistent {
+            self.progress
+                .get_or_insert_with(Box::default)
+                .done
+                .push((o.msg.stream.clone(), o.msg.next_position));
+        }
+    }
+
+    /// Moves the session's named cursors past what the client is done with, but never past a
+    /// message still owed to it on the same stream: in flight, waiting to be sent, queued, or
+    /// still to be read from the journal.
+    fn commit_progress(&mut self, data: &SessionData) {
+        let Some(progress) = self.progress.as_mut() else {
+            return;
+        };
+        if progress.done.is_empty() {
+            return;
+        }
+        let mut reached: Vec<(Arc<str>, u64)> = Vec::new();
+        for (stream, pos) in progress.done.drain(..) {
+            match reached.iter_mut().find(|(s, _)| *s == stream) {
+                Some(r) => r.1 = r.1.max(pos),
+                None => reached.push((stream, pos)),
+            }
+        }
+        for (stream, mut target) in reached {
+            for item in data.inflight.values() {
+                if let Inflight::Publish(o) = item {
+                    if o.msg.stream == stream {
+                        target = target.min(o.msg.position);
+                    }
+                }
+            }
+            for o in self.pending.iter().filter(|o| o.msg.stream == stream) {
+                target = target.min(o.msg.position);
+            }
+            for owed in [
+                self.session.queue.first_position_of(&stream),
+                self.session.lag_position(&stream),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                target = target.min(owed);
+            }
+            let committer = match progress.committers.entry(stream.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let name = crate::session_store::cursor_name(&self.client_id);
+                    match self.broker.journal.cursor_committer(&stream, &name, target) {
+                        Ok(c) => v.insert(c),
+                        Err(e) => {
+                            // E.g. still owned by a connection this one took over: next batch.
+                            log::debug!("cursor {name} on {stream}: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = committer.advance(target) {
+                log::warn!("cursor of {} on {stream}: {e}", self.client_id);
+                progress.committers.remove(&stream);
+            }
         }
     }
 
@@ -631,14 +723,20 @@ impl Conn {
             Inbound::Publish(p) => self.on_publish(data, p)?,
             Inbound::PubAck(id) => {
                 if matches!(data.inflight.get(&id), Some(Inflight::Publish(o)) if o.qos == 1) {
-                    data.inflight.remove(&id);
+                    if let Some(Inflight::Publish(o)) = data.inflight.remove(&id) {
+                        self.done(&o);
+                    }
                 }
             }
             Inbound::PubRec(id) => {
                 let known = matches!(data.inflight.get(&id), Some(Inflight::Publish(o)) if o.qos == 2)
                     || matches!(data.inflight.get(&id), Some(Inflight::Release));
                 if known {
-                    data.inflight.insert(id, Inflight::Release);
+                    // After PUBREC the message itself is never sent again (only PUBREL).
+                    if let Some(Inflight::Publish(o)) = data.inflight.insert(id, Inflight::Release)
+                    {
+                        self.done(&o);
+                    }
                     self.out(Outbound::PubRel(id, 0));
                 } else {
                     self.out(Outbound::PubRel(id, 0x92));
@@ -755,6 +853,9 @@ impl Conn {
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubscribeFilter>, has_sub_id: bool) {
+        if self.persistent {
+            self.broker.ensure_cursors(&self.session);
+        }
         let v5 = self.version == Version::V5;
         let fail = |code: u8| if v5 { code } else { 0x80 };
         let mut codes = Vec::with_capacity(filters.len());

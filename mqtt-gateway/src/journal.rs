@@ -102,6 +102,24 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Deletes cursor `name` of `stream` (no error when it does not exist).
     fn delete_cursor(&self, stream: &str, name: &str) -> Result<(), JournalError>;
+
+    /// Opens a committer that moves cursor `name` of `stream` forward as a consumer
+    /// acknowledges, cheap enough to use for every batch of acknowledgements (unlike
+    /// [`Journal::save_cursor`], which may check the position from the start of its segment).
+    /// A cursor that does not exist yet is created at `if_new` (a frame boundary).
+    fn cursor_committer(
+        &self,
+        stream: &str,
+        name: &str,
+        if_new: u64,
+    ) -> Result<Box<dyn CursorCommitter>, JournalError>;
+}
+
+/// Moves one named cursor forward (see [`Journal::cursor_committer`]).
+pub trait CursorCommitter: Send {
+    /// Stores `position` (a frame boundary) as the cursor's position when it is ahead of it; a
+    /// position at or behind the cursor leaves it where it is.
+    fn advance(&mut self, position: u64) -> Result<(), JournalError>;
 }
 
 /// A cursor over one stream.
@@ -126,7 +144,7 @@ pub trait JournalReader: Send {
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     streams: RwLock<HashMap<String, Arc<MemStream>>>,
-    cursors: Mutex<HashMap<(String, String), u64>>,
+    cursors: Arc<Mutex<HashMap<(String, String), u64>>>,
     max_message_size: usize,
     max_records: usize,
 }
@@ -151,7 +169,7 @@ impl MemoryJournal {
     pub fn new(max_message_size: usize, max_records: usize) -> Self {
         MemoryJournal {
             streams: RwLock::default(),
-            cursors: Mutex::default(),
+            cursors: Arc::default(),
             max_message_size,
             max_records: max_records.max(1),
         }
@@ -268,6 +286,38 @@ impl Journal for MemoryJournal {
             .remove(&(stream.to_owned(), name.to_owned()));
         Ok(())
     }
+
+    fn cursor_committer(
+        &self,
+        stream: &str,
+        name: &str,
+        if_new: u64,
+    ) -> Result<Box<dyn CursorCommitter>, JournalError> {
+        let key = (stream.to_owned(), name.to_owned());
+        self.cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_insert(if_new);
+        Ok(Box::new(MemCommitter {
+            cursors: self.cursors.clone(),
+            key,
+        }))
+    }
+}
+
+struct MemCommitter {
+    cursors: Arc<Mutex<HashMap<(String, String), u64>>>,
+    key: (String, String),
+}
+
+impl CursorCommitter for MemCommitter {
+    fn advance(&mut self, position: u64) -> Result<(), JournalError> {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let at = cursors.entry(self.key.clone()).or_insert(position);
+        *at = (*at).max(position);
+        Ok(())
+    }
 }
 
 struct MemReader {
@@ -366,5 +416,18 @@ mod tests {
             j.append("s", &[0; 50], &[0; 51]),
             Err(JournalError::TooLarge { len: 101, max: 100 })
         ));
+    }
+
+    #[test]
+    fn memory_committer_only_moves_forward() {
+        let j = MemoryJournal::new(100, 10);
+        let mut c = j.cursor_committer("s", "c", 40).unwrap();
+        assert_eq!(j.load_cursor("s", "c").unwrap(), Some(40));
+        c.advance(80).unwrap();
+        c.advance(48).unwrap();
+        assert_eq!(j.load_cursor("s", "c").unwrap(), Some(80));
+        // An existing cursor keeps its position.
+        j.cursor_committer("s", "c", 8).unwrap();
+        assert_eq!(j.load_cursor("s", "c").unwrap(), Some(80));
     }
 }

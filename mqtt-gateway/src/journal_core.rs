@@ -9,10 +9,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use ringway_core::{AppendOptions, Position, Reader, Start, Stream, StreamConfig, Writer};
+use ringway_core::{
+    AppendOptions, CursorOptions, NamedReader, Position, Reader, Start, Stream, StreamConfig,
+    Writer,
+};
 
 use crate::config::Config;
-use crate::journal::{Journal, JournalError, JournalReader, ReadFrom, RecordRef};
+use crate::journal::{CursorCommitter, Journal, JournalError, JournalReader, ReadFrom, RecordRef};
 
 /// Room reserved for MQTT metadata on top of the largest packet.
 pub const META_ROOM: u64 = 64 << 10;
@@ -191,6 +194,59 @@ impl Journal for CoreJournal {
             Ok(()) | Err(ringway_core::Error::CursorNotFound { .. }) => Ok(()),
             Err(err) => Err(storage_err(stream, err)),
         }
+    }
+
+    fn cursor_committer(
+        &self,
+        stream: &str,
+        name: &str,
+        if_new: u64,
+    ) -> Result<Box<dyn CursorCommitter>, JournalError> {
+        let e = self.entry(stream)?;
+        let opts = CursorOptions {
+            start_if_new: Start::Position(Position(if_new)),
+            blocking: false,
+            // Committed explicitly, only at positions the consumer has acknowledged.
+            commit_every: None,
+        };
+        let reader = e
+            .stream
+            .named_reader(name, opts)
+            .map_err(|err| storage_err(stream, err))?;
+        Ok(Box::new(CoreCommitter {
+            stream: stream.to_owned(),
+            reader,
+        }))
+    }
+}
+
+/// A named reader that walks forward to each acknowledged position and commits it: the cost of
+/// a commit is the frames passed since the previous one (read in place), not a walk from the
+/// start of the segment.
+struct CoreCommitter {
+    stream: String,
+    reader: NamedReader,
+}
+
+impl CursorCommitter for CoreCommitter {
+    fn advance(&mut self, position: u64) -> Result<(), JournalError> {
+        if position <= self.reader.position().0 {
+            return Ok(());
+        }
+        while self.reader.position().0 < position {
+            let n = self
+                .reader
+                .poll(1, |_| {})
+                .map_err(|err| storage_err(&self.stream, err))?;
+            if n == 0 {
+                break; // not written yet: commit what is certain
+            }
+        }
+        // Positions come from frames, so the walk lands on `position` exactly; never commit past it.
+        if self.reader.position().0 <= position {
+            self.reader.commit();
+        }
+        Ok(())
     }
 }
 

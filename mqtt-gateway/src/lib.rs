@@ -79,13 +79,14 @@
 //!   ends without DISCONNECT, on keep-alive expiry, protocol error, take-over, or MQTT 5
 //!   DISCONNECT 0x04; MQTT 5 will delay is honoured and cancelled by a reconnect.
 //! - **Persistent sessions** (3.1.1 clean-session 0, MQTT 5 session expiry) keep subscriptions,
-//!   unacknowledged outbound messages (resent with DUP on reconnect), pending QoS 2 ids and the
-//!   pending QoS 2 ids. When such a client goes away its queue is folded back into a journal
+//!   unacknowledged outbound messages (resent with DUP on reconnect) and the pending QoS 2 ids. When such a client goes away its queue is folded back into a journal
 //!   position per stream, stored as a ringway-core **named cursor** (`mqtt:<client id>`), and its
 //!   subscriptions are logged in the `mqtt-sessions` stream ([`session_store`]); while offline it
 //!   costs no queue memory, and on reconnect — also after a gateway restart — it is served what
-//!   it missed from the journal. After a crash (no clean disconnect) delivery resumes from the
-//!   last stored position: at least once.
+//!   it missed from the journal. While it is connected its cursors are created at SUBSCRIBE and
+//!   moved forward after every batch of acknowledgements (never past a message still in flight,
+//!   queued or unread), so after a crash (no clean disconnect) delivery resumes at the first
+//!   unacknowledged message: at least once, and only the in-flight window is sent twice.
 //! - Malformed packets close only their connection (MQTT 5: DISCONNECT 0x81/0x82/0x95 first).
 //!
 //! TLS (crate feature `tls`, off by default): a `[tls]` listener with rustls (ring provider),

@@ -78,6 +78,17 @@ impl OutQueue {
         }
     }
 
+    /// Position of the first queued message of `stream` (the lowest: a stream's messages are
+    /// queued in order).
+    pub fn first_position_of(&self, stream: &str) -> Option<u64> {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|o| &*o.msg.stream == stream)
+            .map(|o| o.msg.position)
+    }
+
     /// Messages queued.
     pub fn len(&self) -> usize {
         self.items.lock().unwrap_or_else(|p| p.into_inner()).len()
