@@ -5,6 +5,7 @@ pub(crate) mod packer;
 mod receiver;
 mod reorder;
 mod sender;
+mod sent;
 
 pub use receiver::{ReceiverConfig, ReceiverStats, UdpReceiver};
 pub use sender::{SenderConfig, SenderStats, UdpSender};

@@ -4,16 +4,30 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use super::sent::SentPackets;
 use crate::auth::AuthKey;
+use crate::frame::align8;
 use crate::io::DatagramIo;
 use crate::wire::{encode, Data, DataPacketBuilder, Packet, DATA_FIXED_LEN, HEADER_LEN, MAC_LEN};
+
+/// One finished packet: its bytes in the buffer and the frames it carries.
+#[derive(Debug)]
+struct Packed {
+    bytes: Range<usize>,
+    start: u64,
+    end: u64,
+    /// Recorded in the sent-packet copies when flushed.
+    keep: bool,
+}
 
 /// Builds DATA packets into one buffer and sends them in a batch.
 #[derive(Debug)]
 pub(crate) struct Packer {
     buf: Vec<u8>,
-    packets: Vec<Range<usize>>,
-    open: Option<(usize, DataPacketBuilder)>,
+    packets: Vec<Packed>,
+    open: Option<(usize, u64, DataPacketBuilder)>,
+    /// Whether packets built from now on are kept (first transmissions) or not (retransmissions).
+    keep: bool,
     session: u32,
     mtu: usize,
     key: Option<AuthKey>,
@@ -25,6 +39,7 @@ impl Packer {
             buf: Vec::with_capacity(64 * mtu),
             packets: Vec::new(),
             open: None,
+            keep: false,
             session,
             mtu,
             key,
@@ -36,6 +51,14 @@ impl Packer {
             MAC_LEN
         } else {
             0
+        }
+    }
+
+    /// Packets built from now on are recorded when flushed (`true`) or not.
+    pub(crate) fn set_keep(&mut self, keep: bool) {
+        if keep != self.keep {
+            self.close();
+            self.keep = keep;
         }
     }
 
@@ -60,21 +83,27 @@ impl Packer {
                 });
                 // Cannot fail: a DATA body is never larger than the MTU here.
                 if encode(&p, self.session, self.key.as_ref(), &mut self.buf).is_ok() {
-                    self.packets.push(start..self.buf.len());
+                    self.packets.push(Packed {
+                        bytes: start..self.buf.len(),
+                        start: position,
+                        end: position + align8(raw.len() as u64),
+                        keep: self.keep,
+                    });
                 }
             }
             return;
         }
         let limit = self.mtu - self.mac_len();
-        if let Some((_, b)) = &self.open {
+        if let Some((_, _, b)) = &self.open {
             if b.next_position() != position || b.len(&self.buf) + raw.len() > limit {
                 self.close();
             }
         }
-        let (_, b) = self.open.get_or_insert_with(|| {
+        let (_, _, b) = self.open.get_or_insert_with(|| {
             let start = self.buf.len();
             (
                 start,
+                position,
                 DataPacketBuilder::begin(&mut self.buf, self.session, position),
             )
         });
@@ -83,9 +112,15 @@ impl Packer {
 
     /// Completes the packet being filled.
     pub(crate) fn close(&mut self) {
-        if let Some((start, b)) = self.open.take() {
+        if let Some((at, first, b)) = self.open.take() {
+            let end = b.next_position();
             b.finish(&mut self.buf, self.key.as_ref());
-            self.packets.push(start..self.buf.len());
+            self.packets.push(Packed {
+                bytes: at..self.buf.len(),
+                start: first,
+                end,
+                keep: self.keep,
+            });
         }
     }
 
@@ -94,16 +129,21 @@ impl Packer {
         self.packets.len() + usize::from(self.open.is_some())
     }
 
-    /// Sends every packet to `to`; returns how many.
+    /// Sends every packet to `to`, recording the kept ones in `sent`; returns how many.
     pub(crate) fn flush(
         &mut self,
         io: &mut dyn DatagramIo,
         to: SocketAddr,
+        sent: &mut SentPackets,
     ) -> std::io::Result<usize> {
         self.close();
         let n = self.packets.len();
-        for r in self.packets.drain(..) {
-            io.send_to(&self.buf[r], to)?;
+        for p in self.packets.drain(..) {
+            let bytes = &self.buf[p.bytes];
+            io.send_to(bytes, to)?;
+            if p.keep {
+                sent.push(p.start, p.end, bytes);
+            }
         }
         self.buf.clear();
         Ok(n)

@@ -278,6 +278,9 @@ impl UdpReceiver {
                 if h.tail > sess.highest && h.tail - sess.next <= 1 << 40 {
                     sess.highest = h.tail;
                 }
+                // A heartbeat is the sender probing (idle or window full): answer at once, so a
+                // lost STATUS does not hold it back for a whole status interval.
+                sess.last_status = None;
             }
             Packet::Close(_) => {
                 log::info!("session {session:#x} ({}) closed by sender", sess.name);
@@ -415,7 +418,9 @@ impl UdpReceiver {
         }
         while let Some(f) = sess.reorder.take(sess.next) {
             let p = sess.next;
-            if !Self::write(sess, stats, p, &f) {
+            let ok = Self::write(sess, stats, p, &f);
+            sess.reorder.recycle(f);
+            if !ok {
                 break;
             }
         }

@@ -37,12 +37,18 @@ impl Assembly {
     }
 }
 
+/// Most spare frame buffers kept for reuse.
+const MAX_POOLED: usize = 65536;
+
 /// Frames held ahead of the replica, bounded by the window.
 #[derive(Debug, Default)]
 pub(crate) struct Reorder {
     frames: BTreeMap<u64, Vec<u8>>,
     bytes: usize,
     assemblies: HashMap<u64, Assembly>,
+    /// Buffers of frames already written, reused for the next held frames: under loss most
+    /// frames are held, and an allocation per frame would dominate the receiver.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Reorder {
@@ -50,7 +56,17 @@ impl Reorder {
     pub(crate) fn insert(&mut self, pos: u64, raw: &[u8]) {
         if let std::collections::btree_map::Entry::Vacant(v) = self.frames.entry(pos) {
             self.bytes += raw.len();
-            v.insert(raw.to_vec());
+            let mut b = self.pool.pop().unwrap_or_default();
+            b.clear();
+            b.extend_from_slice(raw);
+            v.insert(b);
+        }
+    }
+
+    /// Returns the buffer of a frame [`Reorder::take`] handed out, for reuse.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < MAX_POOLED {
+            self.pool.push(buf);
         }
     }
 
@@ -59,7 +75,8 @@ impl Reorder {
         while let Some(e) = self.frames.first_entry() {
             if *e.key() < next {
                 self.bytes -= e.get().len();
-                e.remove();
+                let b = e.remove();
+                self.recycle(b);
             } else if *e.key() == next {
                 let v = e.remove();
                 self.bytes -= v.len();

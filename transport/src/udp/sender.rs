@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::packer::Packer;
+use super::sent::SentPackets;
 use super::{now_ns, random_u64};
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
@@ -38,6 +39,10 @@ pub struct SenderConfig {
     pub setup_interval: Duration,
     /// A HEARTBEAT goes out after this long without DATA.
     pub heartbeat_interval: Duration,
+    /// The first HEARTBEAT after DATA stops (window full or nothing new) goes out this soon, so
+    /// a lost last packet is NAKed without waiting a whole heartbeat interval; while the window
+    /// stays full, heartbeats repeat at this interval.
+    pub tail_probe: Duration,
     /// Without any packet from the receiver for this long, the session is set up again.
     pub session_timeout: Duration,
     /// A range retransmitted less than this long ago is not retransmitted again.
@@ -60,6 +65,7 @@ impl SenderConfig {
             loss: None,
             setup_interval: Duration::from_millis(100),
             heartbeat_interval: Duration::from_millis(20),
+            tail_probe: Duration::from_millis(1),
             session_timeout: Duration::from_secs(5),
             nak_holdoff: Duration::from_millis(2),
             idle_wait: Duration::from_micros(200),
@@ -115,8 +121,12 @@ pub struct UdpSender {
     naks: VecDeque<NakRange>,
     recent: VecDeque<(NakRange, Instant)>,
     last_data: Instant,
+    /// Whether the last thing sent was DATA (the tail not yet probed).
+    probe_due: bool,
     last_rx: Instant,
     packer: Packer,
+    /// Copies of the packets in flight, answering NAKs without reading the journal.
+    copies: SentPackets,
     out: Vec<u8>,
     rx: Vec<u8>,
     rx_ranges: Vec<std::ops::Range<usize>>,
@@ -135,6 +145,12 @@ impl std::fmt::Debug for UdpSender {
 }
 
 const LIVE_BATCH: usize = 64;
+
+/// Bytes of sent-packet copies kept for a receiver window of `window` bytes: the window (frames
+/// in flight) plus packet overhead and slack.
+fn copies_bound(window: u32) -> usize {
+    window as usize + window as usize / 8 + (256 << 10)
+}
 const MAX_QUEUED_NAKS: usize = 1024;
 /// Bytes retransmitted per loop iteration at most, so live data and control traffic keep moving.
 const RTX_BUDGET: usize = 256 << 10;
@@ -163,6 +179,7 @@ impl UdpSender {
         let now = Instant::now();
         Ok(UdpSender {
             packer: Packer::new(session, cfg.mtu, cfg.auth.clone()),
+            copies: SentPackets::new(0),
             source,
             io,
             session,
@@ -179,6 +196,7 @@ impl UdpSender {
             naks: VecDeque::new(),
             recent: VecDeque::new(),
             last_data: now,
+            probe_due: false,
             last_rx: now,
             out: Vec::with_capacity(512),
             rx: Vec::with_capacity(64 << 10),
@@ -271,23 +289,38 @@ impl UdpSender {
                 }
             }
             Phase::Live { .. } => {
-                work |= self.retransmit(now)?;
+                let rtx = self.retransmit(now)?;
+                work |= rtx;
                 work |= self.ship_live()?;
-                let n = self.packer.flush(&mut *self.io, self.cfg.remote)?;
-                if n > 0 {
+                let n = self
+                    .packer
+                    .flush(&mut *self.io, self.cfg.remote, &mut self.copies)?;
+                if n > 0 || rtx {
                     // Fresh data leaves now rather than with the next iteration's poll: one
                     // submission for the whole batch either way, minus one loop of latency.
                     self.io.flush()?;
                     self.last_data = now;
+                    self.probe_due = true;
                     work = true;
-                } else if now.duration_since(self.last_data) >= self.cfg.heartbeat_interval {
-                    let hb = Packet::Heartbeat(Heartbeat {
-                        tail: self.sent,
-                        timestamp_ns: now_ns(),
-                    });
-                    self.send_control(&hb)?;
-                    self.last_data = now;
-                    self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let wait = if self.probe_due {
+                        self.cfg.tail_probe
+                    } else {
+                        self.cfg.heartbeat_interval
+                    };
+                    if now.duration_since(self.last_data) >= wait {
+                        let hb = Packet::Heartbeat(Heartbeat {
+                            tail: self.sent,
+                            timestamp_ns: now_ns(),
+                        });
+                        self.send_control(&hb)?;
+                        self.io.flush()?;
+                        self.last_data = now;
+                        // While the window is full, keep probing: the receiver answers each
+                        // heartbeat with a STATUS, so a lost STATUS costs one probe interval.
+                        self.probe_due = self.sent >= self.limit || !self.stash.is_empty();
+                        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 if now.duration_since(self.last_rx) >= self.cfg.session_timeout {
                     log::warn!(
@@ -310,6 +343,7 @@ impl UdpSender {
         };
         self.stats.connected.store(0, Ordering::Relaxed);
         self.packer.discard();
+        self.copies.clear();
     }
 
     fn send_setup(&mut self, nonce: u64) -> Result<()> {
@@ -360,6 +394,7 @@ impl UdpSender {
                         self.last_rx = now;
                         if s.position > self.acked && s.position <= self.sent {
                             self.acked = s.position;
+                            self.copies.release(s.position);
                             self.stats
                                 .acked_position
                                 .store(s.position, Ordering::Relaxed);
@@ -370,6 +405,7 @@ impl UdpSender {
                         let lim = s.position.saturating_add(s.window as u64);
                         if s.position <= self.sent && lim > self.limit {
                             self.limit = lim;
+                            self.copies.reserve(copies_bound(s.window));
                         }
                     }
                 }
@@ -448,6 +484,8 @@ impl UdpSender {
         self.naks.clear();
         self.recent.clear();
         self.packer.discard();
+        self.copies.clear();
+        self.copies.reserve(copies_bound(window));
         self.sent = resume;
         self.acked = resume;
         self.limit = resume.saturating_add(window as u64);
@@ -475,6 +513,7 @@ impl UdpSender {
             return Ok(false);
         };
         let before = self.sent;
+        self.packer.set_keep(true);
         let before_packets = self.packer.pending();
         while let Some((pos, _)) = self.stash.front() {
             if *pos >= self.limit {
@@ -632,6 +671,7 @@ impl UdpSender {
         }
         let mut budget = RTX_BUDGET;
         let mut any = false;
+        self.packer.set_keep(false);
         self.naks
             .make_contiguous()
             .sort_unstable_by_key(|r| r.start);
@@ -650,6 +690,17 @@ impl UdpSender {
                 continue;
             };
             self.recent.push_back((NakRange { start, end }, now));
+            if let Some((packets, bytes)) =
+                self.copies
+                    .send_range(start, end, &mut *self.io, self.cfg.remote)?
+            {
+                budget = budget.saturating_sub(bytes);
+                self.stats
+                    .retransmit_packets
+                    .fetch_add(packets as u64, Ordering::Relaxed);
+                any = true;
+                continue;
+            }
             let Some(k) = self.rtx_reader(start)? else {
                 continue;
             };
