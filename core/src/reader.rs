@@ -142,6 +142,9 @@ pub struct Reader {
     check_crc: bool,
     /// Where and since when the reader has been waiting on an unpublished frame.
     stall: Option<(u64, Instant)>,
+    /// Ring streams: mappings of segments the reader left, reused when it meets their files
+    /// again under the next lap's names (at most one lap of them).
+    spare: Vec<Segment>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -172,6 +175,7 @@ impl Reader {
             off: 0,
             size,
             stall: None,
+            spare: Vec::new(),
         };
         let first = r.shared.first_position();
         let pos = match start {
@@ -528,11 +532,24 @@ impl Reader {
 
     /// Maps the reader's segment; `false` if it does not exist yet.
     fn map_segment(&mut self) -> Result<bool> {
-        self.seg = None;
+        let left = self.seg.take();
+        if let (Some(seg), Some(ring)) = (left, self.shared.config.ring_segments) {
+            self.spare.push(seg);
+            if self.spare.len() > ring as usize {
+                self.spare.remove(0);
+            }
+        }
         // Page tables are populated at map time (for a 16 MiB segment of the page cache, a few
         // hundred µs once), so the reader never takes a page fault on the hot path: a lazily
         // mapped segment faults once per fault-around block, a few µs every thousand frames.
-        match Segment::open_with(&self.shared.dir, self.index, self.size, false, true)? {
+        match Segment::open_reusing(
+            &self.shared.dir,
+            self.index,
+            self.size,
+            false,
+            true,
+            &mut self.spare,
+        )? {
             Some(s) => {
                 self.seg = Some(s);
                 Ok(true)

@@ -257,6 +257,19 @@ impl Segment {
         writable: bool,
         populate: bool,
     ) -> Result<Option<Segment>> {
+        Self::open_reusing(dir, index, size, writable, populate, &mut Vec::new())
+    }
+
+    /// As [`Segment::open_with`], but reuses a mapping from `spare` when it maps the same file
+    /// (a ring segment recycled under a new name): no mmap, page-table population or munmap.
+    pub fn open_reusing(
+        dir: &Path,
+        index: u64,
+        size: u64,
+        writable: bool,
+        populate: bool,
+        spare: &mut Vec<Segment>,
+    ) -> Result<Option<Segment>> {
         let path = segment_path(dir, index, size);
         let file = match std::fs::OpenOptions::new()
             .read(true)
@@ -282,6 +295,15 @@ impl Segment {
                     "segment file is {len} bytes, expected {size} (truncated or foreign file)"
                 ),
             });
+        }
+        if let Some(i) = spare
+            .iter()
+            .position(|m| m.ino == st.ino() && m.writable == writable && m.size == size)
+        {
+            let mut seg = spare.swap_remove(i);
+            seg.index = index;
+            seg.cleared = 0;
+            return Ok(Some(seg));
         }
         let mut opts = MmapOptions::new();
         if populate {
