@@ -53,11 +53,14 @@ fn first_arrivals(decoded: &[(u64, u32, u64)], device: u64) -> (Vec<u64>, usize)
     (order, dups)
 }
 
+/// Waits until `n` distinct readings arrived (a broker restart may deliver some twice, so the
+/// number of messages alone says nothing about the last one).
 fn wait_for_messages(sub: &Subscriber, n: usize, timeout: Duration) -> Vec<Message> {
     let start = std::time::Instant::now();
     loop {
         let m = sub.messages();
-        if m.len() >= n || start.elapsed() > timeout {
+        let distinct: HashSet<(u64, u32, u64)> = decode(&m).into_iter().collect();
+        if distinct.len() >= n || start.elapsed() > timeout {
             return m;
         }
         std::thread::sleep(Duration::from_millis(20));
