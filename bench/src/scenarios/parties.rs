@@ -91,12 +91,13 @@ impl Gate {
     }
 }
 
-/// Why `C` cannot run `ctx`, as the error that makes its row `skipped: REASON`: what [`Channel::unsupported`]
-/// says, or `lossy` when the system loses messages and the scenario needs every one.
+/// Why `C` cannot run `ctx`, as the error that makes its row `skipped: REASON`: `lossy` when the system loses
+/// messages and the scenario needs every one (the reason that holds at every size), else what
+/// [`Channel::unsupported`] says.
 pub fn check<C: Channel>(ctx: &ChanCtx, lossy: Option<&str>) -> Result<()> {
-    match (C::unsupported(ctx), lossy) {
-        (Some(why), _) => Err(BenchError::Usage(why)),
-        (None, Some(why)) if C::LOSSY => Err(BenchError::Usage(why.to_string())),
+    match (lossy, C::unsupported(ctx)) {
+        (Some(why), _) if C::LOSSY => Err(BenchError::Usage(why.to_string())),
+        (_, Some(why)) => Err(BenchError::Usage(why)),
         _ => Ok(()),
     }
 }
@@ -115,6 +116,7 @@ pub struct Outcome<WO, RO> {
 /// Each party builds its endpoint, waits at the gate, runs its body (which may use the gate for further phases;
 /// every party must then wait there the same number of times), waits at the gate again and drops its endpoint.
 /// The first real error of any party is the result (not the "another participant failed" of the others).
+/// `ctx.dir` is removed when the run ends.
 pub fn run<C, W, R, WO, RO>(
     ctx: &ChanCtx,
     core_a: Option<usize>,
@@ -129,6 +131,7 @@ where
     WO: Send,
     RO: Send,
 {
+    let _cleanup = RemoveOnDrop(&ctx.dir);
     let shared = C::open(ctx)?;
     let gate = Gate::new(ctx.writers + ctx.readers, ctx.timeout);
     let building = Mutex::new(());
@@ -183,6 +186,17 @@ where
             }),
         }
     })
+}
+
+/// Removes a system's scratch directory when its run ends (a large run leaves gigabytes of stream files in
+/// /dev/shm otherwise, and the next system would run under that memory pressure).
+struct RemoveOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        // Best effort: the whole scratch directory is removed at the end of the run anyway.
+        let _ = std::fs::remove_dir_all(self.0);
+    }
 }
 
 /// Joins `handles`, collecting their pinning records and their errors (with the party's role).

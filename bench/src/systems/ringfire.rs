@@ -20,10 +20,19 @@ use crate::error::{BenchError, Result};
 use crate::spin::Spinner;
 
 /// Payload sizes the ringfire peer supports.
-pub const SIZES: &[usize] = &[8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+pub const SIZES: &[usize] = &[
+    8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+];
 
-/// Ring capacity (slots) per direction.
-const CAPACITY: u64 = 4096;
+/// Ring capacity (slots) for `N`-byte items: 4096, or fewer for large items so a ring stays within 64 MiB.
+const fn capacity(n: usize) -> u64 {
+    let slots = (64 << 20) / n;
+    if slots > 4096 {
+        4096
+    } else {
+        slots as u64
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> BenchError {
     BenchError::system("ringfire", e)
@@ -58,7 +67,7 @@ impl<const N: usize> PingPong for Ringfire<N> {
     fn prepare(ctx: &PingCtx) -> Result<(Self, EchoSpec)> {
         let ping_path = ctx.dir.join("ringfire-ping");
         let pong_path = ctx.dir.join("ringfire-pong");
-        let ping = RingProducer::<[u8; N]>::create(&ping_path, CAPACITY).map_err(err)?;
+        let ping = RingProducer::<[u8; N]>::create(&ping_path, capacity(N)).map_err(err)?;
         Ok((
             Ringfire {
                 ping,
@@ -78,7 +87,7 @@ impl<const N: usize> PingPong for Ringfire<N> {
         let [ping_path, pong_path] = <[String; 2]>::try_from(spec.args)
             .map_err(|_| err("echo side needs the two ring paths"))?;
         // The echo side creates the pong ring before reporting ready, so the pinger can attach to it.
-        let pong = RingProducer::<[u8; N]>::create(&pong_path, CAPACITY).map_err(err)?;
+        let pong = RingProducer::<[u8; N]>::create(&pong_path, capacity(N)).map_err(err)?;
         let ping = RingConsumer::<[u8; N]>::attach(&ping_path).map_err(err)?;
         Ok(RingfireEcho {
             ping,
@@ -163,7 +172,7 @@ impl<const N: usize> Channel for Ringfire<N> {
 
     fn open(ctx: &ChanCtx) -> Result<RingfireShared<N>> {
         let path = ctx.dir.join("ringfire-channel");
-        let producer = RingProducerBuilder::new(CAPACITY)
+        let producer = RingProducerBuilder::new(capacity(N))
             .flow_control(FlowControl::LosslessBackpressure)
             .build::<[u8; N], _>(&path)
             .map_err(err)?;
@@ -272,6 +281,22 @@ macro_rules! with_ringfire_size {
             }
             4096 => {
                 type $t = $crate::systems::ringfire::Ringfire<4096>;
+                $body
+            }
+            8192 => {
+                type $t = $crate::systems::ringfire::Ringfire<8192>;
+                $body
+            }
+            16384 => {
+                type $t = $crate::systems::ringfire::Ringfire<16384>;
+                $body
+            }
+            32768 => {
+                type $t = $crate::systems::ringfire::Ringfire<32768>;
+                $body
+            }
+            65536 => {
+                type $t = $crate::systems::ringfire::Ringfire<65536>;
                 $body
             }
             _ => $otherwise,
