@@ -78,6 +78,9 @@ pub struct UdpOptions {
     pub max_datagram: usize,
     /// Kernel socket buffer sizes (SO_RCVBUF / SO_SNDBUF); 0 keeps the system default.
     pub socket_buffer: usize,
+    /// Let the kernel coalesce received datagrams (UDP_GRO, io_uring backend only): fewer
+    /// completions under load (more throughput), a few hundred ns more per datagram when idle.
+    pub coalesce_receive: bool,
 }
 
 impl Default for UdpOptions {
@@ -86,6 +89,7 @@ impl Default for UdpOptions {
             backend: Backend::Auto,
             max_datagram: 65536,
             socket_buffer: 8 << 20,
+            coalesce_receive: true,
         }
     }
 }
@@ -118,9 +122,9 @@ pub fn open_udp(addr: SocketAddr, opts: &UdpOptions) -> std::io::Result<Box<dyn 
     let socket = bind_socket(addr, opts)?;
     match opts.backend {
         Backend::Plain => Ok(Box::new(PlainUdp::new(socket, opts.max_datagram))),
-        Backend::Uring => Ok(Box::new(UringUdp::new(socket, opts.max_datagram)?)),
+        Backend::Uring => Ok(Box::new(UringUdp::new(socket, opts)?)),
         Backend::Auto => match uring::probe() {
-            Ok(()) => match UringUdp::new(socket.try_clone()?, opts.max_datagram) {
+            Ok(()) => match UringUdp::new(socket.try_clone()?, opts) {
                 Ok(u) => Ok(Box::new(u)),
                 Err(e) => {
                     log::warn!("io_uring set-up failed ({e}); using plain non-blocking sockets");

@@ -170,7 +170,8 @@ impl UringUdp {
     /// Wraps a bound socket and sets up the ring. The receive is posted by the first
     /// [`DatagramIo::poll`], so that the thread that polls is the one that submitted them: the
     /// kernel completes an operation in the context of the task that submitted it.
-    pub fn new(socket: UdpSocket, max_datagram: usize) -> std::io::Result<Self> {
+    pub fn new(socket: UdpSocket, opts: &super::UdpOptions) -> std::io::Result<Self> {
+        let max_datagram = opts.max_datagram;
         // Cooperative task running (Linux 5.19+): a busy-polling thread is not interrupted for
         // each arriving datagram; it sees IORING_SQ_TASKRUN and enters the kernel to complete
         // them. Older kernels refuse the flags: plain ring then.
@@ -204,7 +205,8 @@ impl UringUdp {
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // Coalesced receives only when a buffer holds a whole train (up to 64 KiB); with
         // smaller buffers a train would be cut and lost.
-        let gro = max_datagram >= 65535 && gso::enable_gro(socket.as_raw_fd());
+        let gro =
+            opts.coalesce_receive && max_datagram >= 65535 && gso::enable_gro(socket.as_raw_fd());
         if gro {
             recv_msg.msg_controllen = gso::space(std::mem::size_of::<libc::c_int>());
         }
