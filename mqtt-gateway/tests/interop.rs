@@ -76,6 +76,20 @@ async fn wait_subscriptions(g: &Gateway, n: u64) {
         .expect("subscriber ready");
 }
 
+/// Waits until every client of the previous step is gone (a client process may exit before the
+/// gateway has processed its DISCONNECT and removed its subscriptions), so subscription counts
+/// read next are stable.
+async fn wait_no_connections(g: &Gateway) {
+    let fut = async {
+        while g.status().connections > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("previous clients disconnected");
+}
+
 async fn wait_connections(g: &Gateway, n: u64) {
     let fut = async {
         while g.status().connections < n {
@@ -101,6 +115,7 @@ async fn mosquitto_clients_qos_retained_will_and_sessions() {
         let mut sub = mosq("mosquitto_sub", port, version);
         sub.args(["-t", &format!("{base}/#"), "-q", "2", "-C", "3", "-W", "20"])
             .args(["-F", "%t %q %p"]);
+        wait_no_connections(&g).await;
         let subs_before = g.status().subscriptions;
         let sub = tokio::spawn(async move { run(&mut sub).await });
         wait_subscriptions(&g, subs_before + 1).await;
@@ -144,6 +159,7 @@ async fn mosquitto_clients_qos_retained_will_and_sessions() {
 
         // Will: a client killed with SIGKILL.
         let will_topic = format!("{base}/will");
+        wait_no_connections(&g).await;
         let subs_before = g.status().subscriptions;
         let mut watcher = mosq("mosquitto_sub", port, version);
         watcher.args(["-t", &will_topic, "-C", "1", "-W", "20", "-q", "1"]);
