@@ -377,7 +377,10 @@ impl NamedReader {
         Ok(())
     }
 
-    /// Handles up to `limit` messages; commits per `commit_every` after handlers return.
+    /// Handles up to `limit` messages; commits per `commit_every` after handlers return, and
+    /// also whenever it has caught up with the writer with messages left uncommitted (so a
+    /// blocking cursor never holds a writer back over messages that were already handled, however
+    /// large `commit_every` is against the stream's capacity).
     pub fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut handler: F) -> Result<usize> {
         self.follow_reset()?;
         let every = self.commit_every;
@@ -394,6 +397,10 @@ impl NamedReader {
                 self.commit();
             }
             if n < chunk {
+                // Caught up: nothing more is committed right now.
+                if every.is_some() && self.uncommitted > 0 {
+                    self.commit();
+                }
                 break;
             }
         }

@@ -234,3 +234,47 @@ fn blocking_cursor_holds_retention() {
         "nothing the cursor needs was deleted"
     );
 }
+
+#[test]
+fn a_blocking_cursor_that_commits_rarely_still_lets_the_writer_go_round_the_ring() {
+    // The ring holds ~190 messages of 1000 bytes; the cursor commits every 10,000. A reader that has
+    // caught up commits what it handled, so the writer is never held back by handled messages.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default().segment_size(1 << 16).ring(3);
+    let s = Stream::create(d.path(), "ring", &cfg).unwrap();
+    let opts = CursorOptions {
+        blocking: true,
+        commit_every: Some(10_000),
+        ..Default::default()
+    };
+    let mut r = s.named_reader("rare", opts).unwrap();
+    const N: u32 = 2_000;
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut w = s.writer().unwrap();
+            let mut payload = [0u8; 1000];
+            for i in 0..N {
+                payload[..4].copy_from_slice(&i.to_le_bytes());
+                w.append(&payload).unwrap();
+            }
+        })
+    };
+    let mut next = 0u32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while next < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {next}: the writer is held back by handled messages"
+        );
+        r.poll(usize::MAX, |f| {
+            assert_eq!(
+                u32::from_le_bytes(f.payload()[..4].try_into().unwrap()),
+                next
+            );
+            next += 1;
+        })
+        .unwrap();
+    }
+    writer.join().unwrap();
+}
