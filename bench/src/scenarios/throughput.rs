@@ -105,13 +105,15 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
     let mut report = env.report("throughput", payload, runs);
     report.notes.push(format!(
         "messages per size: {} (capped at {} GiB of payload per size), after a warm-up of {} per system; Ringway: \
-         append-only stream whose retention holds the run, {} MiB segments pre-faulted by the writer's preparer",
+         one writer: a ring of {} x {} MiB segments with a blocking cursor per reader (back-pressure), several \
+         writers: an append-only multi-writer stream holding the run",
         args.common.iterations.unwrap_or(default_count),
         MAX_BYTES_PER_SIZE >> 30,
         match explicit_warmup {
             Some(n) => format!("{n} messages"),
             None => format!("{} MiB of frames", (2 * SEGMENT_SIZE) >> 20),
         },
+        crate::systems::ringway_channel::RING_SEGMENTS,
         SEGMENT_SIZE >> 20
     ));
     Ok(report)

@@ -1,12 +1,15 @@
 //! Ringway as a one-directional [`Channel`]: one stream in the run's /dev/shm directory, `Writer::append` from
-//! each writer (a multi-writer stream for more than one), `Reader::poll` busy-polled by each reader.
+//! each writer, each reader busy-polling a **blocking** named cursor.
 //!
-//! The stream is append-only and its retention holds the whole measurement: a ring has no back-pressure (a slow
-//! reader is lapped, by design), so a writer faster than its reader would lap it and a count would be wrong.
+//! One writer: a ring of recycled segments, the configuration a user picks for sustained rates (no file creation
+//! and no page faults in steady state). Each reader's cursor is blocking, so the writer gets back-pressure instead
+//! of lapping a reader (checked at segment rolls only, off the per-message path); readers commit their cursor
+//! every [`COMMIT_EVERY`] messages. Several writers: a multi-writer stream, which cannot be a ring, so it is
+//! append-only with a retention that holds the whole measurement.
 
 use std::path::PathBuf;
 
-use ringway_core::{Reader, Retention, Start, Stream, StreamConfig, Writer};
+use ringway_core::{CursorOptions, NamedReader, Retention, Start, Stream, StreamConfig, Writer};
 
 use super::channel::{ChanCtx, Channel, Rx, Tx};
 use super::ringway::Ringway;
@@ -24,13 +27,23 @@ pub fn frame_bytes(size: usize) -> u64 {
     (32 + size as u64).div_ceil(8) * 8
 }
 
-/// An append-only stream whose retention keeps `ctx.messages` from every writer.
+/// Segments of the ring (one writer).
+pub const RING_SEGMENTS: u32 = 4;
+
+/// Messages between two commits of a reader's cursor.
+pub const COMMIT_EVERY: u64 = 4096;
+
+/// One writer: a ring. Several: an append-only multi-writer stream whose retention keeps `ctx.messages` from every
+/// writer.
 fn config(ctx: &ChanCtx) -> StreamConfig {
-    let bytes = ctx.messages * ctx.writers as u64 * frame_bytes(ctx.payload);
-    StreamConfig::default()
+    let base = StreamConfig::default()
         .segment_size(SEGMENT_SIZE)
-        .max_message_size(ctx.payload.max(64 << 10) as u32)
-        .multi_writer(ctx.writers > 1)
+        .max_message_size(ctx.payload.max(64 << 10) as u32);
+    if ctx.writers == 1 {
+        return base.ring(RING_SEGMENTS);
+    }
+    let bytes = ctx.messages * ctx.writers as u64 * frame_bytes(ctx.payload);
+    base.multi_writer(true)
         .retention(Retention::default().max_segments((bytes / SEGMENT_SIZE + 4) as u32))
 }
 
@@ -41,9 +54,9 @@ pub struct RingwayTx {
     _stream: Stream,
 }
 
-/// A reader and the stream it keeps open.
+/// A reader on its blocking cursor and the stream it keeps open.
 pub struct RingwayRx {
-    reader: Reader,
+    reader: NamedReader,
     _stream: Stream,
 }
 
@@ -52,8 +65,9 @@ const STREAM: &str = "channel";
 
 impl Channel for Ringway {
     const NAME: &'static str = "ringway";
-    const HOW: &'static str =
-        "append-only stream holding the run, Writer::append, Reader::poll busy-polled";
+    const HOW: &'static str = "one writer: ring of 4 x 16 MiB, blocking named cursor per reader (back-pressure, \
+                               commit every 4096); several writers: append-only multi-writer stream holding the run; \
+                               Writer::append, NamedReader::poll busy-polled";
     type Shared = PathBuf;
     type Tx = RingwayTx;
     type Rx = RingwayRx;
@@ -76,10 +90,17 @@ impl Channel for Ringway {
         })
     }
 
-    fn rx(dir: &PathBuf, _ctx: &ChanCtx, _index: usize) -> Result<RingwayRx> {
+    fn rx(dir: &PathBuf, _ctx: &ChanCtx, index: usize) -> Result<RingwayRx> {
         let stream = Stream::open(dir, STREAM).map_err(err)?;
+        let opts = CursorOptions {
+            start_if_new: Start::Beginning,
+            blocking: true,
+            commit_every: Some(COMMIT_EVERY),
+        };
         Ok(RingwayRx {
-            reader: stream.reader(Start::Beginning).map_err(err)?,
+            reader: stream
+                .named_reader(&format!("rx{index}"), opts)
+                .map_err(err)?,
             _stream: stream,
         })
     }
