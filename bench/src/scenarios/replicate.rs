@@ -93,7 +93,7 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
         (
             REPLICATE,
             rep,
-            "append -> sender agent -> UDP loopback -> receiver agent -> replica Reader",
+            "append -> sender agent -> UDP loopback -> receiver agent (GRO off) -> replica Reader",
         ),
     ] {
         match res {

@@ -9,6 +9,7 @@
 //!   agent); the other thread drives the `UdpReceiver` loop (the receiver agent, writing the replica) and polls a
 //!   ringway-core `Reader` of the replica between iterations. Two agents on two cores is the deployment this
 //!   machine allows; with a separate writer and reader thread there would be four busy threads on two cores.
+//!   Both agents busy-poll (`idle_wait` zero) and the receiver does not coalesce receives (UDP_GRO off).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -198,6 +199,9 @@ pub fn replication(plan: &LatencyPlan, dir: &Path) -> Res<Measured> {
     .map_err(text)?;
     let mut rc = ReceiverConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     rc.idle_wait = Duration::ZERO;
+    // Latency-tuned receiver: no receive coalescing (it adds a few hundred ns per datagram when
+    // datagrams arrive one at a time).
+    rc.udp.coalesce_receive = false;
     let mut receiver =
         UdpReceiver::new(Box::new(CoreStore::new(&rroot, None)), rc).map_err(text)?;
     let mut sc = SenderConfig::new(receiver.local_addr().map_err(text)?);
