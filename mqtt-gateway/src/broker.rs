@@ -1016,7 +1016,12 @@ impl Broker {
                 if let Some(id) = reading {
                     self.device_record(id);
                 }
-                self.wake(stream);
+                // Without subscribers the tailer only looks at retained frames; it picks the
+                // others up at its next poll (`storage.poll_interval_us`) instead of costing a
+                // thread wake-up per message.
+                if p.retain || self.has_subscribers() {
+                    self.wake(stream);
+                }
                 if let Some(h) = hash {
                     let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
                     match dedup.get_mut(client_id) {
