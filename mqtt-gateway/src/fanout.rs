@@ -5,7 +5,8 @@
 //! At start-up a tailer first reads its stream from the oldest retained frame to rebuild retained
 //! messages and the QoS 1 duplicate filter (when `storage.scan_on_start`), then follows the tail.
 //! It sleeps with `park_timeout(poll_interval)` when idle; appends made through the gateway
-//! unpark it at once.
+//! unpark it at once when there are subscribers or the message is retained (otherwise nothing
+//! waits for it: it reads them at its next poll).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
