@@ -170,7 +170,8 @@ impl Segment {
         }
     }
 
-    /// Reuses the file of segment `old` as segment `new`: zeroed, pre-faulted, renamed into place.
+    /// Reuses the file of segment `old` as segment `new`: its first page zeroed, mapped with page
+    /// tables populated, renamed into place.
     ///
     /// Readers still mapping `old` see its frames vanish; they detect it through the stream's
     /// first position, which the caller must advance past `old` before calling this.
@@ -207,7 +208,7 @@ impl Segment {
         };
         // The old lap's frames stay: their commit words carry the old lap's tag, and the writer
         // clears ahead of itself so that the commit word after each frame is zero before the frame
-        // is published (see `Claim::commit`); a reader only ever meets zero or a word written for
+        // is published (see `Writer::commit_single`); a reader only ever meets zero or a word written for
         // this lap. Only the first page, where readers enter the segment and the writer starts,
         // is cleared here.
         // SAFETY: the file was renamed away from every name readers open, and the writer has not
