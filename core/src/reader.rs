@@ -547,7 +547,6 @@ impl Reader {
             self.index,
             self.size,
             false,
-            true,
             &mut self.spare,
         )? {
             Some(s) => {

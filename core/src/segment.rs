@@ -246,29 +246,16 @@ impl Segment {
 
     /// Maps existing segment `index`, page tables populated; `Ok(None)` if the file does not exist.
     pub fn open(dir: &Path, index: u64, size: u64, writable: bool) -> Result<Option<Segment>> {
-        Self::open_with(dir, index, size, writable, true)
+        Self::open_reusing(dir, index, size, writable, &mut Vec::new())
     }
 
-    /// As [`Segment::open`]; `populate` pre-faults the whole mapping (worth it for a reader that
-    /// will stream through the segment, not for one that reads a few frames).
-    pub fn open_with(
-        dir: &Path,
-        index: u64,
-        size: u64,
-        writable: bool,
-        populate: bool,
-    ) -> Result<Option<Segment>> {
-        Self::open_reusing(dir, index, size, writable, populate, &mut Vec::new())
-    }
-
-    /// As [`Segment::open_with`], but reuses a mapping from `spare` when it maps the same file
-    /// (a ring segment recycled under a new name): no mmap, page-table population or munmap.
+    /// As [`Segment::open`], but reuses a mapping from `spare` when it maps the same file (a ring
+    /// segment recycled under a new name): no mmap, page-table population or munmap.
     pub fn open_reusing(
         dir: &Path,
         index: u64,
         size: u64,
         writable: bool,
-        populate: bool,
         spare: &mut Vec<Segment>,
     ) -> Result<Option<Segment>> {
         let path = segment_path(dir, index, size);
@@ -307,9 +294,7 @@ impl Segment {
             return Ok(Some(seg));
         }
         let mut opts = MmapOptions::new();
-        if populate {
-            opts.populate();
-        }
+        opts.populate();
         let map = if writable {
             opts.map_raw(&file)
         } else {
