@@ -107,8 +107,19 @@ impl CoreStore {
     }
 }
 
+impl CoreStore {
+    /// Creates replica `name` starting at `first`; if another receiver created it meanwhile,
+    /// opens that one.
+    fn create(&self, name: &str, cfg: &StreamConfig, first: u64) -> Result<Stream> {
+        match Stream::create_at(&self.root, name, cfg, first, None) {
+            Err(ringway_core::Error::AlreadyExists { .. }) => Ok(Stream::open(&self.root, name)?),
+            r => Ok(r?),
+        }
+    }
+}
+
 impl ReplicaStore for CoreStore {
-    fn open(&mut self, g: &Geometry) -> Result<Box<dyn Replica>> {
+    fn open_from(&mut self, g: &Geometry, oldest: u64) -> Result<Box<dyn Replica>> {
         let name = self.name.clone().unwrap_or_else(|| g.name.clone());
         let cfg = self
             .template
@@ -118,7 +129,30 @@ impl ReplicaStore for CoreStore {
             .crc(g.crc)
             .multi_writer(false)
             .replica(true);
-        let stream = Stream::open_or_create(&self.root, &name, &cfg)?;
+        let first = super::fresh_start(oldest, g.segment_size);
+        let stream = match Stream::open(&self.root, &name) {
+            Ok(s) => {
+                let empty = s.tail() == s.first_position();
+                if empty
+                    && s.first_position().0 < first
+                    && s.config().replica
+                    && s.config().segment_size == g.segment_size as u64
+                {
+                    log::info!(
+                        "replica '{name}' is empty and starts at {}, before the primary's oldest \
+                         position {oldest}: starting it over at {first}",
+                        s.first_position().0
+                    );
+                    drop(s);
+                    Stream::delete(&self.root, &name)?;
+                    self.create(&name, &cfg, first)?
+                } else {
+                    s
+                }
+            }
+            Err(ringway_core::Error::NotFound { .. }) => self.create(&name, &cfg, first)?,
+            Err(e) => return Err(e.into()),
+        };
         let c = stream.config();
         if !c.replica {
             return Err(Error::Geometry(format!(

@@ -201,12 +201,21 @@ impl MemStore {
 }
 
 impl ReplicaStore for MemStore {
-    fn open(&mut self, g: &Geometry) -> Result<Box<dyn Replica>> {
+    fn open_from(&mut self, g: &Geometry, oldest: u64) -> Result<Box<dyn Replica>> {
         let mut m = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let s = m
             .entry(g.name.clone())
             .or_insert_with(|| MemStream::new(&g.name, g.segment_size))
             .clone();
+        {
+            // An empty replica starts at the primary's oldest segment boundary.
+            let first = super::fresh_start(oldest, g.segment_size);
+            let mut l = lock(&s.log);
+            if l.bytes.len() as u64 == l.oldest && l.oldest < first {
+                l.bytes.resize(first as usize, 0);
+                l.oldest = first;
+            }
+        }
         if lock(&s.log).segment_size != g.segment_size as u64 {
             return Err(Error::Geometry(format!(
                 "segment size {} vs {}",

@@ -50,6 +50,24 @@ pub trait Replica: Send {
 
 /// Opens (creating if needed) replicas by name, checking their geometry against the primary's.
 pub trait ReplicaStore: Send {
-    /// Opens the replica for `geometry` (whose name may be overridden by the receiver).
-    fn open(&mut self, geometry: &Geometry) -> Result<Box<dyn Replica>>;
+    /// Opens the replica for `geometry` (whose name may be overridden by the receiver), for a
+    /// primary that still retains position 0.
+    fn open(&mut self, geometry: &Geometry) -> Result<Box<dyn Replica>> {
+        self.open_from(geometry, 0)
+    }
+
+    /// Opens the replica for `geometry` when the primary's oldest retained position is
+    /// `oldest`. A replica that does not exist yet is created starting at the segment boundary
+    /// at or below `oldest` (the primary's first position is always one), so a fresh replica
+    /// of a primary whose ring has lapped, or whose retention deleted its first segments, does
+    /// not ask for positions the primary no longer has. An existing replica that holds nothing
+    /// and starts before that boundary starts over there; one that holds frames is opened as it
+    /// is (if it is behind `oldest` the sender answers `Lapped`).
+    fn open_from(&mut self, geometry: &Geometry, oldest: u64) -> Result<Box<dyn Replica>>;
+}
+
+/// The segment boundary at or below `oldest`: where a fresh replica starts.
+pub(crate) fn fresh_start(oldest: u64, segment_size: u32) -> u64 {
+    let seg = u64::from(segment_size.max(1));
+    oldest - oldest % seg
 }

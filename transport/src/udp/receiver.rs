@@ -310,7 +310,7 @@ impl UdpReceiver {
                 crc: s.stream_flags & 1 != 0,
             };
             self.sessions.retain(|_, x| x.name != g.name);
-            let replica = match self.store.open(&g) {
+            let replica = match self.store.open_from(&g, s.oldest) {
                 Ok(r) => r,
                 Err(e) => {
                     log::warn!("cannot open replica for '{}': {e}", g.name);
