@@ -119,10 +119,16 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Compares the segment bytes of primary and replica over `[0, end)`; returns bytes compared.
 pub fn assert_identical(primary_dir: &Path, replica_dir: &Path, end: u64) -> u64 {
+    assert_identical_range(primary_dir, replica_dir, 0, end)
+}
+
+/// Compares the segment bytes of primary and replica over `[from, end)` (`from` a segment
+/// boundary); returns bytes compared.
+pub fn assert_identical_range(primary_dir: &Path, replica_dir: &Path, from: u64, end: u64) -> u64 {
     let mut compared = 0;
     for p in segment_files(primary_dir) {
         let start: u64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        if start >= end {
+        if start >= end || start < from {
             continue;
         }
         let r = replica_dir.join(p.file_name().unwrap());
@@ -138,7 +144,7 @@ pub fn assert_identical(primary_dir: &Path, replica_dir: &Path, end: u64) -> u64
         }
         compared += n as u64;
     }
-    assert_eq!(compared, end, "segments cover the replicated range");
+    assert_eq!(compared, end - from, "segments cover the replicated range");
     compared
 }
 
