@@ -6,6 +6,7 @@ mod gso;
 mod plain;
 mod sockaddr;
 mod uring;
+pub(crate) mod uring_tcp;
 
 use std::net::SocketAddr;
 use std::time::Duration;

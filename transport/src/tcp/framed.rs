@@ -1,66 +1,46 @@
-//! A non-blocking TCP connection carrying wire packets back to back (the header's body length
-//! frames them), with read and write buffers.
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+//! The buffers of one TCP connection carrying wire packets back to back (the header's body
+//! length frames them): received bytes not yet parsed, and output not yet handed to the kernel.
+//! Which system calls move the bytes is the business of a [`super::io::StreamIo`] backend.
 
 use crate::wire::{peek_packet_len, WireError};
 
-/// Framed packet connection.
-#[derive(Debug)]
+/// Unparsed bytes beyond this are compacted to the front of the read buffer.
+const COMPACT_AT: usize = 1 << 20;
+
+/// Read and write buffers of one connection.
+#[derive(Debug, Default)]
 pub(crate) struct Framed {
-    pub(crate) stream: TcpStream,
     rbuf: Vec<u8>,
     rstart: usize,
+    /// Encoded packets waiting to be handed to the kernel; senders append here.
     pub(crate) wbuf: Vec<u8>,
-    wpos: usize,
-}
-
-/// Outcome of reading.
-pub(crate) enum ReadState {
-    Open,
-    Closed,
 }
 
 impl Framed {
-    pub(crate) fn new(stream: TcpStream) -> std::io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        stream.set_nodelay(true)?;
-        Ok(Framed {
-            stream,
+    pub(crate) fn new() -> Self {
+        Framed {
             rbuf: Vec::with_capacity(256 << 10),
             rstart: 0,
             wbuf: Vec::with_capacity(256 << 10),
-            wpos: 0,
-        })
+        }
     }
 
-    /// Reads whatever is available.
-    pub(crate) fn fill(&mut self) -> std::io::Result<ReadState> {
+    /// Appends received bytes. A packet may straddle several calls: the bytes are kept until
+    /// [`Framed::next_packet`] finds a whole one.
+    pub(crate) fn received(&mut self, bytes: &[u8]) {
         if self.rstart > 0 && self.rstart == self.rbuf.len() {
             self.rbuf.clear();
             self.rstart = 0;
-        } else if self.rstart > (1 << 20) {
+        } else if self.rstart > COMPACT_AT {
             self.rbuf.drain(..self.rstart);
             self.rstart = 0;
         }
-        let mut tmp = [0u8; 64 << 10];
-        loop {
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return Ok(ReadState::Closed),
-                Ok(n) => {
-                    self.rbuf.extend_from_slice(&tmp[..n]);
-                    if self.rbuf.len() - self.rstart > (4 << 20) {
-                        return Ok(ReadState::Open);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(ReadState::Open),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.rbuf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received and not yet returned as packets.
+    pub(crate) fn unparsed(&self) -> usize {
+        self.rbuf.len() - self.rstart
     }
 
     /// The next complete packet's bytes, if buffered. A malformed header poisons the stream.
@@ -75,50 +55,45 @@ impl Framed {
             _ => Ok(None),
         }
     }
+}
 
-    /// Bytes queued and not yet written.
-    pub(crate) fn pending_write(&self) -> usize {
-        self.wbuf.len() - self.wpos
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode, Heartbeat, Packet};
+
+    #[test]
+    fn packets_straddling_receive_boundaries_are_reassembled() {
+        let mut wire = Vec::new();
+        for i in 0..50u64 {
+            let hb = Packet::Heartbeat(Heartbeat {
+                tail: i * 8,
+                timestamp_ns: i,
+            });
+            encode(&hb, 7, None, &mut wire).unwrap();
+        }
+        // Every chunk size from 1 byte up cuts packets at different places.
+        for chunk in [1usize, 3, 7, 31, 32, 33, 1000] {
+            let mut f = Framed::new();
+            let mut tails = Vec::new();
+            for c in wire.chunks(chunk) {
+                f.received(c);
+                while let Some(p) = f.next_packet().unwrap() {
+                    match crate::wire::decode(p, None).unwrap().1 {
+                        Packet::Heartbeat(h) => tails.push(h.tail),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(tails, (0..50u64).map(|i| i * 8).collect::<Vec<_>>());
+            assert_eq!(f.unparsed(), 0);
+        }
     }
 
-    /// Writes as much as the socket takes.
-    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
-        while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
-        }
-        Ok(())
-    }
-
-    /// Waits until readable (or writable, when output is pending) or `timeout`.
-    pub(crate) fn wait(&self, timeout: Duration) -> std::io::Result<()> {
-        let mut events = libc::POLLIN;
-        if self.pending_write() > 0 {
-            events |= libc::POLLOUT;
-        }
-        let mut pfd = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
+    #[test]
+    fn a_malformed_header_is_an_error() {
+        let mut f = Framed::new();
+        f.received(&[0xff; 64]);
+        assert!(f.next_packet().is_err());
     }
 }

@@ -1,15 +1,15 @@
 //! TCP receiver: accepts connections, writes frames in order into replicas, reports STATUS.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::framed::{Framed, ReadState};
+use super::io::{self, ConnId, RecvBuffers, StreamIo};
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::frame::{check_header, for_each_frame};
+use crate::io::{Backend, IoCounters};
 use crate::journal::{Geometry, Replica, ReplicaStore};
 use crate::udp::{random_u64, ReceiverStats};
 use crate::wire::{decode, encode, ErrorCode, ErrorPacket, Packet, SetupAck, Status, WireError};
@@ -29,6 +29,8 @@ pub struct TcpReceiverConfig {
     pub session_timeout: Duration,
     /// Longest wait per loop iteration.
     pub idle_wait: Duration,
+    /// Socket backend ([`Backend::Auto`]: io_uring when available).
+    pub backend: Backend,
 }
 
 impl TcpReceiverConfig {
@@ -41,6 +43,7 @@ impl TcpReceiverConfig {
             status_interval: Duration::from_millis(10),
             session_timeout: Duration::from_secs(5),
             idle_wait: Duration::from_millis(1),
+            backend: Backend::Auto,
         }
     }
 }
@@ -57,17 +60,28 @@ struct Active {
 }
 
 struct Conn {
-    framed: Framed,
+    id: ConnId,
     peer: SocketAddr,
     active: Option<Active>,
     last_rx: Instant,
-    closed: bool,
+    /// Finished: closed once its last output (an ERROR) has left, or at this deadline.
+    closing: Option<Instant>,
 }
+
+/// How long a failed connection may take to send its last packets before it is closed.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Receive buffers: the kernel fills one per chunk that arrives, shared by all connections.
+const RECV_BUFFERS: RecvBuffers = RecvBuffers {
+    count: 64,
+    size: 64 << 10,
+};
 
 /// Receives replicated streams over TCP.
 pub struct TcpReceiver {
     cfg: TcpReceiverConfig,
-    listener: TcpListener,
+    io: Box<dyn StreamIo>,
+    addr: SocketAddr,
     store: Box<dyn ReplicaStore>,
     conns: Vec<Conn>,
     stats: Arc<ReceiverStats>,
@@ -78,20 +92,25 @@ pub struct TcpReceiver {
 impl std::fmt::Debug for TcpReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpReceiver")
-            .field("listener", &self.listener)
+            .field("addr", &self.addr)
+            .field("backend", &self.io.backend())
             .field("connections", &self.conns.len())
             .finish_non_exhaustive()
     }
 }
 
 impl TcpReceiver {
-    /// Binds the listener.
+    /// Binds the listener and sets up the socket backend ([`Backend::Auto`] falls back to plain
+    /// sockets, with a logged warning, when io_uring is unavailable).
     pub fn new(store: Box<dyn ReplicaStore>, cfg: TcpReceiverConfig) -> Result<Self> {
         let listener = TcpListener::bind(cfg.listen)?;
-        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let mut io = io::open(cfg.backend, RECV_BUFFERS)?;
+        io.listen(listener)?;
         Ok(TcpReceiver {
             cfg,
-            listener,
+            io,
+            addr,
             store,
             conns: Vec::new(),
             stats: Arc::new(ReceiverStats::default()),
@@ -102,7 +121,17 @@ impl TcpReceiver {
 
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        Ok(self.addr)
+    }
+
+    /// Which socket backend is in use.
+    pub fn backend(&self) -> Backend {
+        self.io.backend()
+    }
+
+    /// System calls and socket operations so far.
+    pub fn io_counters(&self) -> IoCounters {
+        self.io.counters()
     }
 
     /// Live counters.
@@ -119,64 +148,48 @@ impl TcpReceiver {
         Ok(())
     }
 
-    /// One iteration: accept, read, write replicas, send STATUS, wait.
+    /// One iteration: take new connections, parse what arrived, write replicas, queue STATUS;
+    /// then hand the output to the kernel and collect input, waiting up to `idle_wait` when
+    /// none has arrived.
     pub fn step(&mut self) -> Result<()> {
-        loop {
-            match self.listener.accept() {
-                Ok((s, peer)) => {
-                    self.conns.push(Conn {
-                        framed: Framed::new(s)?,
-                        peer,
-                        active: None,
-                        last_rx: Instant::now(),
-                        closed: false,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    break;
-                }
-            }
-        }
         let now = Instant::now();
+        while let Some((id, peer)) = self.io.accept() {
+            self.conns.push(Conn {
+                id,
+                peer,
+                active: None,
+                last_rx: now,
+                closing: None,
+            });
+        }
         for i in 0..self.conns.len() {
+            if self.conns[i].closing.is_some() {
+                continue;
+            }
             if let Err(e) = self.service(i, now) {
                 log::info!("connection from {} closed: {e}", self.conns[i].peer);
-                self.conns[i].closed = true;
+                self.conns[i].active = None;
+                self.conns[i].closing = Some(now + LINGER);
             }
         }
-        self.conns.retain(|c| !c.closed);
-        self.wait();
+        let io = &mut self.io;
+        self.conns.retain(|c| match c.closing {
+            Some(deadline)
+                if io.pending_write(c.id) == 0 || io.error(c.id).is_some() || now >= deadline =>
+            {
+                io.remove(c.id);
+                false
+            }
+            _ => true,
+        });
+        self.io.poll(self.cfg.idle_wait)?;
         Ok(())
     }
 
-    fn wait(&self) {
-        let mut fds = Vec::with_capacity(self.conns.len() + 1);
-        fds.push(libc::pollfd {
-            fd: self.listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        for c in &self.conns {
-            fds.push(libc::pollfd {
-                fd: c.framed.stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let ms = self.cfg.idle_wait.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures during the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    }
-
     fn service(&mut self, i: usize, now: Instant) -> Result<()> {
-        if let ReadState::Closed = self.conns[i].framed.fill()? {
-            return Err(Error::Io(std::io::ErrorKind::ConnectionReset.into()));
-        }
+        let id = self.conns[i].id;
         loop {
-            let pkt = match self.conns[i].framed.next_packet() {
+            let pkt = match self.io.framed(id).next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -191,6 +204,9 @@ impl TcpReceiver {
             let r = self.packet(i, &scratch, now);
             self.scratch = scratch;
             r?;
+        }
+        if let Some(e) = self.io.error(id) {
+            return Err(e.into());
         }
         let c = &mut self.conns[i];
         if now.duration_since(c.last_rx) >= self.cfg.session_timeout {
@@ -208,14 +224,18 @@ impl TcpReceiver {
                     highest: a.next,
                     window: self.cfg.window,
                 });
-                encode(&st, a.session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
+                encode(
+                    &st,
+                    a.session,
+                    self.cfg.auth.as_ref(),
+                    &mut self.io.framed(id).wbuf,
+                )?;
                 a.last_status = Some(now);
                 a.status_pos = a.next;
                 self.stats.position.store(a.next, Ordering::Relaxed);
                 self.stats.highest.store(a.next, Ordering::Relaxed);
             }
         }
-        c.framed.flush()?;
         Ok(())
     }
 
@@ -246,10 +266,10 @@ impl TcpReceiver {
                 for (j, c) in self.conns.iter_mut().enumerate() {
                     if j != i && c.active.as_ref().is_some_and(|a| a.name == g.name) {
                         c.active = None;
-                        c.closed = true;
+                        c.closing = Some(now);
                     }
                 }
-                let replica = match self.store.open(&g) {
+                let replica = match self.store.open_from(&g, s.oldest) {
                     Ok(r) => r,
                     Err(e) => {
                         let code = match e {
@@ -257,9 +277,8 @@ impl TcpReceiver {
                             _ => ErrorCode::ReplicaUnavailable,
                         };
                         let ep = Packet::Error(ErrorPacket { code, a: 0, b: 0 });
-                        let c = &mut self.conns[i];
-                        encode(&ep, session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
-                        c.framed.flush()?;
+                        let wbuf = &mut self.io.framed(self.conns[i].id).wbuf;
+                        encode(&ep, session, self.cfg.auth.as_ref(), wbuf)?;
                         return Err(e);
                     }
                 };
@@ -272,7 +291,12 @@ impl TcpReceiver {
                     resume: next,
                     window: self.cfg.window,
                 });
-                encode(&ack, session, self.cfg.auth.as_ref(), &mut c.framed.wbuf)?;
+                encode(
+                    &ack,
+                    session,
+                    self.cfg.auth.as_ref(),
+                    &mut self.io.framed(c.id).wbuf,
+                )?;
                 c.active = Some(Active {
                     session,
                     name: g.name,

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::framed::{Framed, ReadState};
+use super::io::{self, ConnId, RecvBuffers, StreamIo};
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::frame::align8;
+use crate::io::{Backend, IoCounters};
 use crate::journal::{RawReader, Source};
 use crate::sync::AckTracker;
 use crate::udp::packer::Packer;
@@ -68,6 +69,8 @@ pub struct TcpSenderConfig {
     pub idle_wait: Duration,
     /// Acknowledged positions are published here (synchronous mode).
     pub acks: Option<AckTracker>,
+    /// Socket backend ([`Backend::Auto`]: io_uring when available).
+    pub backend: Backend,
 }
 
 impl TcpSenderConfig {
@@ -83,6 +86,7 @@ impl TcpSenderConfig {
             batch_bytes: 64 << 10,
             idle_wait: Duration::from_micros(200),
             acks: None,
+            backend: Backend::Auto,
         }
     }
 }
@@ -94,7 +98,21 @@ pub struct TcpSender {
     stats: Arc<SenderStats>,
     session: u32,
     rng: u64,
+    /// The backend `cfg.backend` resolved to.
+    backend: Backend,
+    /// Set up by the first connection attempt (on the thread that runs the sender) and kept
+    /// across reconnections.
+    io: Option<Box<dyn StreamIo>>,
 }
+
+/// Receive buffers of a sender: only STATUS and control packets come back.
+const RECV_BUFFERS: RecvBuffers = RecvBuffers {
+    count: 16,
+    size: 4 << 10,
+};
+
+/// How long a closing connection may take to send its CLOSE.
+const LINGER: Duration = Duration::from_millis(200);
 
 impl std::fmt::Debug for TcpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,9 +130,12 @@ fn fatal(e: &Error) -> bool {
 }
 
 impl TcpSender {
-    /// A sender for `source` (connects in [`TcpSender::run`]).
+    /// A sender for `source` (connects in [`TcpSender::run`]). [`Backend::Auto`] is resolved
+    /// here: without io_uring, a warning is logged and plain sockets are used.
     pub fn new(source: Box<dyn Source>, cfg: TcpSenderConfig) -> Self {
         TcpSender {
+            backend: io::resolve(cfg.backend),
+            io: None,
             cfg,
             source,
             stats: Arc::new(SenderStats::default()),
@@ -126,6 +147,16 @@ impl TcpSender {
     /// Live counters.
     pub fn stats(&self) -> Arc<SenderStats> {
         self.stats.clone()
+    }
+
+    /// Which socket backend is in use.
+    pub fn backend(&self) -> Backend {
+        self.io.as_ref().map_or(self.backend, |io| io.backend())
+    }
+
+    /// System calls and socket operations so far (all connections).
+    pub fn io_counters(&self) -> IoCounters {
+        self.io.as_ref().map(|io| io.counters()).unwrap_or_default()
     }
 
     fn uniform(&mut self) -> f64 {
@@ -167,14 +198,39 @@ impl TcpSender {
         Ok(())
     }
 
-    fn control(&self, f: &mut Framed, p: &Packet<'_>) -> Result<()> {
-        encode(p, self.session, self.cfg.auth.as_ref(), &mut f.wbuf)?;
+    fn control(&self, io: &mut dyn StreamIo, id: ConnId, p: &Packet<'_>) -> Result<()> {
+        encode(
+            p,
+            self.session,
+            self.cfg.auth.as_ref(),
+            &mut io.framed(id).wbuf,
+        )?;
         Ok(())
     }
 
+    /// One connection: connect, hand shake, stream until failure or `shutdown`.
     fn connection(&mut self, shutdown: &AtomicBool, established: &mut bool) -> Result<()> {
         let stream = TcpStream::connect_timeout(&self.cfg.remote, self.cfg.connect_timeout)?;
-        let mut f = Framed::new(stream)?;
+        let mut io = match self.io.take() {
+            Some(io) => io,
+            None => io::open(self.backend, RECV_BUFFERS)?,
+        };
+        let r = io.add(stream).map_err(Error::from).and_then(|id| {
+            let r = self.stream(&mut *io, id, shutdown, established);
+            io.remove(id);
+            r
+        });
+        self.io = Some(io);
+        r
+    }
+
+    fn stream(
+        &mut self,
+        io: &mut dyn StreamIo,
+        id: ConnId,
+        shutdown: &AtomicBool,
+        established: &mut bool,
+    ) -> Result<()> {
         let g = self.source.geometry();
         let nonce = random_u64();
         let oldest = self.source.oldest()?;
@@ -188,14 +244,10 @@ impl TcpSender {
             stream_flags: u8::from(g.crc),
             name: &g.name,
         });
-        self.control(&mut f, &setup)?;
+        self.control(io, id, &setup)?;
         let deadline = Instant::now() + self.cfg.connect_timeout;
         let (receiver_id, resume, window) = loop {
-            f.flush()?;
-            if let ReadState::Closed = f.fill()? {
-                return Err(Error::Io(std::io::ErrorKind::ConnectionReset.into()));
-            }
-            if let Some(pkt) = f.next_packet()? {
+            if let Some(pkt) = io.framed(id).next_packet()? {
                 match decode(pkt, self.cfg.auth.as_ref())? {
                     (s, Packet::SetupAck(a)) if s == self.session && a.nonce == nonce => {
                         break (a.receiver_id, a.resume, a.window)
@@ -210,10 +262,13 @@ impl TcpSender {
                     _ => continue,
                 }
             }
+            if let Some(e) = io.error(id) {
+                return Err(e.into());
+            }
             if Instant::now() >= deadline {
                 return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
             }
-            f.wait(Duration::from_millis(10))?;
+            io.poll(Duration::from_millis(10))?;
         };
         let tail = self.source.tail()?;
         if resume > tail {
@@ -241,10 +296,8 @@ impl TcpSender {
         let mut scratch = Vec::new();
         while !shutdown.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if let ReadState::Closed = f.fill()? {
-                return Err(Error::Io(std::io::ErrorKind::ConnectionReset.into()));
-            }
-            while let Some(pkt) = f.next_packet()? {
+            io.poll(Duration::ZERO)?;
+            while let Some(pkt) = io.framed(id).next_packet()? {
                 scratch.clear();
                 scratch.extend_from_slice(pkt);
                 let (s, p) = decode(&scratch, self.cfg.auth.as_ref())?;
@@ -276,8 +329,11 @@ impl TcpSender {
                     _ => {}
                 }
             }
+            if let Some(e) = io.error(id) {
+                return Err(e.into());
+            }
             let before = sent;
-            if f.pending_write() < (1 << 20) {
+            if io.pending_write(id) < (1 << 20) {
                 if let Some((pos, raw)) = stash.take() {
                     if pos < limit {
                         packer.add(pos, &raw);
@@ -307,7 +363,7 @@ impl TcpSender {
             // A stash can hold only one frame: the closure above stops packing after it, and the
             // reader never returns more than one frame past the limit per call here because the
             // loop ends as soon as the stash is set.
-            let packets = packer.drain_into(&mut f.wbuf);
+            let packets = packer.drain_into(&mut io.framed(id).wbuf);
             if packets > 0 {
                 self.stats
                     .data_packets
@@ -319,11 +375,11 @@ impl TcpSender {
                     tail: sent,
                     timestamp_ns: now_ns(),
                 });
-                self.control(&mut f, &hb)?;
+                self.control(io, id, &hb)?;
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 last_data = now;
             }
-            f.flush()?;
+            io.flush()?;
             if now.duration_since(last_rx) >= self.cfg.session_timeout {
                 return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
             }
@@ -331,11 +387,16 @@ impl TcpSender {
                 if let Ok(t) = self.source.tail() {
                     self.stats.primary_tail.store(t, Ordering::Relaxed);
                 }
-                f.wait(self.cfg.idle_wait.max(Duration::from_millis(1)))?;
+                io.poll(self.cfg.idle_wait.max(Duration::from_millis(1)))?;
             }
         }
-        self.control(&mut f, &Packet::Close(Close { reason: 0 }))?;
-        let _ = f.flush();
+        self.control(io, id, &Packet::Close(Close { reason: 0 }))?;
+        // The CLOSE is a courtesy (the receiver also notices the connection ending): give it a
+        // moment to leave, no more.
+        let until = Instant::now() + LINGER;
+        while io.pending_write(id) > 0 && io.error(id).is_none() && Instant::now() < until {
+            io.poll(Duration::from_millis(1))?;
+        }
         Ok(())
     }
 }
