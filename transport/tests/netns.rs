@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use ringway_transport::io::Backend;
 use ringway_transport::journal::core_stream::{CoreSource, CoreStore};
 use ringway_transport::loss::{LossConfig, LossRates};
 use ringway_transport::tcp::{TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig};
@@ -121,8 +122,14 @@ where
     })
 }
 
-fn scenario(udp: bool, subnet: u8) {
-    let net = Netns::create(if udp { "u" } else { "t" }, subnet);
+/// `tcp_backend`: the socket backend of the TCP runs.
+fn scenario(udp: bool, subnet: u8, tcp_backend: Backend) {
+    let tag = match (udp, tcp_backend) {
+        (true, _) => "u",
+        (false, Backend::Plain) => "p",
+        (false, _) => "t",
+    };
+    let net = Netns::create(tag, subnet);
     let (host_a, host_b) = match &net {
         Some(n) => {
             eprintln!(
@@ -158,7 +165,9 @@ fn scenario(udp: bool, subnet: u8) {
             });
             UdpReceiver::new(store, c)?.run(&s1)
         } else {
-            TcpReceiver::new(store, TcpReceiverConfig::new(listen))?.run(&s1)
+            let mut c = TcpReceiverConfig::new(listen);
+            c.backend = tcp_backend;
+            TcpReceiver::new(store, c)?.run(&s1)
         }
     });
     std::thread::sleep(Duration::from_millis(100));
@@ -175,6 +184,7 @@ fn scenario(udp: bool, subnet: u8) {
             UdpSender::new(src, c)?.run(&s2)
         } else {
             let mut c = TcpSenderConfig::new(listen);
+            c.backend = tcp_backend;
             c.session_timeout = Duration::from_millis(500);
             c.backoff.max = Duration::from_millis(500);
             TcpSender::new(src, c).run(&s2)
@@ -210,10 +220,16 @@ fn scenario(udp: bool, subnet: u8) {
 
 #[test]
 fn udp_across_namespaces_with_loss_and_link_cut() {
-    scenario(true, 1);
+    scenario(true, 1, Backend::Auto);
 }
 
 #[test]
 fn tcp_across_namespaces_with_link_cut() {
-    scenario(false, 2);
+    // io_uring where the kernel allows it (Auto falls back with a warning otherwise).
+    scenario(false, 2, Backend::Auto);
+}
+
+#[test]
+fn tcp_plain_sockets_across_namespaces_with_link_cut() {
+    scenario(false, 3, Backend::Plain);
 }
