@@ -12,6 +12,7 @@ pub(crate) mod io;
 mod plain;
 mod receiver;
 mod sender;
+mod session;
 
 pub use io::uring_available;
 pub use receiver::{TcpReceiver, TcpReceiverConfig};

@@ -213,6 +213,9 @@ impl TcpReceiver {
             return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
         }
         if let Some(a) = c.active.as_mut() {
+            // Relaxed: statistics, read for progress; they order nothing.
+            self.stats.position.store(a.next, Ordering::Relaxed);
+            self.stats.highest.store(a.next, Ordering::Relaxed);
             let moved = a.next - a.status_pos >= self.cfg.window as u64 / 4;
             if moved
                 || a.last_status
@@ -232,8 +235,6 @@ impl TcpReceiver {
                 )?;
                 a.last_status = Some(now);
                 a.status_pos = a.next;
-                self.stats.position.store(a.next, Ordering::Relaxed);
-                self.stats.highest.store(a.next, Ordering::Relaxed);
             }
         }
         Ok(())

@@ -1,21 +1,20 @@
-//! TCP sender: connects, hands shakes, streams batched DATA within the receiver's window, and
-//! reconnects with exponential backoff and jitter when the connection fails.
+//! TCP sender: connects, hands shakes, streams batched DATA within the receiver's window (see
+//! [`super::session`]), and reconnects with exponential backoff and jitter when the connection
+//! fails.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::io::{self, ConnId, RecvBuffers, StreamIo};
+use super::io::{self, RecvBuffers, StreamIo};
+use super::session::{Ctx, Session};
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
-use crate::frame::align8;
 use crate::io::{Backend, IoCounters};
-use crate::journal::{RawReader, Source};
+use crate::journal::Source;
 use crate::sync::AckTracker;
-use crate::udp::packer::Packer;
-use crate::udp::{now_ns, random_u64, SenderStats};
-use crate::wire::{decode, encode, Close, ErrorCode, Heartbeat, Packet, Setup};
+use crate::udp::{random_u64, SenderStats};
 
 /// Exponential backoff with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +91,9 @@ impl TcpSenderConfig {
 }
 
 /// Ships one stream to one receiver over TCP.
+///
+/// Either [`TcpSender::run`] it on a thread of its own, or drive it with [`TcpSender::step`]
+/// from a loop of yours and end with [`TcpSender::close`].
 pub struct TcpSender {
     cfg: TcpSenderConfig,
     source: Box<dyn Source>,
@@ -100,9 +102,15 @@ pub struct TcpSender {
     rng: u64,
     /// The backend `cfg.backend` resolved to.
     backend: Backend,
-    /// Set up by the first connection attempt (on the thread that runs the sender) and kept
-    /// across reconnections.
+    /// Set up by the first step (on the thread that drives the sender) and kept across
+    /// reconnections.
     io: Option<Box<dyn StreamIo>>,
+    /// The established connection, if any.
+    conn: Option<Session>,
+    /// Failed attempts since the last established connection.
+    attempt: u32,
+    /// No connection attempt before this.
+    retry_at: Option<Instant>,
 }
 
 /// Receive buffers of a sender: only STATUS and control packets come back.
@@ -111,13 +119,12 @@ const RECV_BUFFERS: RecvBuffers = RecvBuffers {
     size: 4 << 10,
 };
 
-/// How long a closing connection may take to send its CLOSE.
-const LINGER: Duration = Duration::from_millis(200);
-
 impl std::fmt::Debug for TcpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpSender")
             .field("remote", &self.cfg.remote)
+            .field("backend", &self.backend())
+            .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -130,8 +137,8 @@ fn fatal(e: &Error) -> bool {
 }
 
 impl TcpSender {
-    /// A sender for `source` (connects in [`TcpSender::run`]). [`Backend::Auto`] is resolved
-    /// here: without io_uring, a warning is logged and plain sockets are used.
+    /// A sender for `source` (connects in its first [`TcpSender::step`]). [`Backend::Auto`] is
+    /// resolved here: without io_uring, a warning is logged and plain sockets are used.
     pub fn new(source: Box<dyn Source>, cfg: TcpSenderConfig) -> Self {
         TcpSender {
             backend: io::resolve(cfg.backend),
@@ -141,6 +148,9 @@ impl TcpSender {
             stats: Arc::new(SenderStats::default()),
             session: (random_u64() >> 32) as u32 | 1,
             rng: random_u64(),
+            conn: None,
+            attempt: 0,
+            retry_at: None,
         }
     }
 
@@ -159,6 +169,11 @@ impl TcpSender {
         self.io.as_ref().map(|io| io.counters()).unwrap_or_default()
     }
 
+    /// Whether a connection is established (handshake done).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     fn uniform(&mut self) -> f64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -166,237 +181,117 @@ impl TcpSender {
         (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Runs until `shutdown` is set, reconnecting after failures; returns only for shutdown or
-    /// an error reconnection cannot fix (lapped resume position, replica ahead, refused replica).
+    /// Runs until `shutdown` is set, reconnecting after failures; returns only for shutdown
+    /// (after sending CLOSE) or an error reconnection cannot fix (lapped resume position,
+    /// replica ahead, refused replica).
     pub fn run(&mut self, shutdown: &AtomicBool) -> Result<()> {
-        let mut attempt = 0u32;
         // Relaxed: a stop flag, ordering nothing.
         while !shutdown.load(Ordering::Relaxed) {
-            let mut established = false;
-            match self.connection(shutdown, &mut established) {
-                Ok(()) => return Ok(()),
-                Err(e) if fatal(&e) => return Err(e),
-                Err(e) => {
-                    self.stats.connected.store(0, Ordering::Relaxed);
-                    if established {
-                        attempt = 0;
-                    }
-                    let u = self.uniform();
-                    let d = self.cfg.backoff.delay(attempt, u);
-                    attempt = attempt.saturating_add(1);
-                    log::warn!(
-                        "connection to {} failed ({e}); retrying in {d:?}",
-                        self.cfg.remote
-                    );
-                    let until = Instant::now() + d;
-                    while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(5).min(d));
-                    }
+            self.step()?;
+            if self.conn.is_none() {
+                // Backing off: sleep in short slices so a shutdown is seen promptly.
+                while self.retry_at.is_some_and(|t| Instant::now() < t)
+                    && !shutdown.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
         }
-        Ok(())
+        self.close()
     }
 
-    fn control(&self, io: &mut dyn StreamIo, id: ConnId, p: &Packet<'_>) -> Result<()> {
-        encode(
-            p,
-            self.session,
-            self.cfg.auth.as_ref(),
-            &mut io.framed(id).wbuf,
-        )?;
-        Ok(())
-    }
-
-    /// One connection: connect, hand shake, stream until failure or `shutdown`.
-    fn connection(&mut self, shutdown: &AtomicBool, established: &mut bool) -> Result<()> {
-        let stream = TcpStream::connect_timeout(&self.cfg.remote, self.cfg.connect_timeout)?;
+    /// One iteration. Without a connection: connects and hands shakes (blocking, up to
+    /// `connect_timeout` each) unless the backoff delay after a failure has not passed yet.
+    /// With one: moves STATUS in and DATA out (waiting up to `idle_wait` when there is nothing
+    /// new). A failed connection is dropped and retried after the backoff delay; only errors
+    /// reconnection cannot fix are returned.
+    pub fn step(&mut self) -> Result<()> {
         let mut io = match self.io.take() {
             Some(io) => io,
             None => io::open(self.backend, RECV_BUFFERS)?,
         };
-        let r = io.add(stream).map_err(Error::from).and_then(|id| {
-            let r = self.stream(&mut *io, id, shutdown, established);
-            io.remove(id);
-            r
-        });
+        let r = self.step_with(&mut *io);
         self.io = Some(io);
         r
     }
 
-    fn stream(
-        &mut self,
-        io: &mut dyn StreamIo,
-        id: ConnId,
-        shutdown: &AtomicBool,
-        established: &mut bool,
-    ) -> Result<()> {
-        let g = self.source.geometry();
-        let nonce = random_u64();
-        let oldest = self.source.oldest()?;
-        let setup = Packet::Setup(Setup {
-            nonce,
-            oldest,
-            tail: self.source.tail()?.max(oldest),
-            segment_size: g.segment_size,
-            max_message_size: g.max_message_size,
-            mtu: 0,
-            stream_flags: u8::from(g.crc),
-            name: &g.name,
-        });
-        self.control(io, id, &setup)?;
-        let deadline = Instant::now() + self.cfg.connect_timeout;
-        let (receiver_id, resume, window) = loop {
-            if let Some(pkt) = io.framed(id).next_packet()? {
-                match decode(pkt, self.cfg.auth.as_ref())? {
-                    (s, Packet::SetupAck(a)) if s == self.session && a.nonce == nonce => {
-                        break (a.receiver_id, a.resume, a.window)
-                    }
-                    (_, Packet::Error(e)) => {
-                        return Err(Error::Remote {
-                            code: e.code,
-                            a: e.a,
-                            b: e.b,
-                        })
-                    }
-                    _ => continue,
-                }
-            }
-            if let Some(e) = io.error(id) {
-                return Err(e.into());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
-            }
-            io.poll(Duration::from_millis(10))?;
+    fn step_with(&mut self, io: &mut dyn StreamIo) -> Result<()> {
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            source: &*self.source,
+            stats: &self.stats,
+            session: self.session,
         };
-        let tail = self.source.tail()?;
-        if resume > tail {
-            return Err(Error::ReplicaAhead {
-                replica: resume,
-                tail,
-            });
-        }
-        let mut live: Box<dyn RawReader> = self.source.reader_at(resume)?;
-        *established = true;
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        self.stats.connected.store(1, Ordering::Relaxed);
-        self.stats.acked_position.store(resume, Ordering::Relaxed);
-        if let Some(t) = &self.cfg.acks {
-            t.update(receiver_id, resume);
-        }
-        log::info!("connected to {}; resuming at {resume}", self.cfg.remote);
-        let mut packer = Packer::new(self.session, self.cfg.batch_bytes, self.cfg.auth.clone());
-        let mut sent = resume;
-        let mut acked = resume;
-        let mut limit = resume + window as u64;
-        let mut stash: Option<(u64, Vec<u8>)> = None;
-        let mut last_rx = Instant::now();
-        let mut last_data = Instant::now();
-        let mut scratch = Vec::new();
-        while !shutdown.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            io.poll(Duration::ZERO)?;
-            while let Some(pkt) = io.framed(id).next_packet()? {
-                scratch.clear();
-                scratch.extend_from_slice(pkt);
-                let (s, p) = decode(&scratch, self.cfg.auth.as_ref())?;
-                if s != self.session {
-                    continue;
+        let (e, established) = match self.conn.as_mut() {
+            Some(s) => match s.step(&ctx, io) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    io.remove(s.id);
+                    self.conn = None;
+                    (e, true)
                 }
-                last_rx = now;
-                match p {
-                    Packet::Status(st) if st.receiver_id == receiver_id => {
-                        if st.position > acked && st.position <= sent {
-                            acked = st.position;
-                            self.stats.acked_position.store(acked, Ordering::Relaxed);
-                            if let Some(t) = &self.cfg.acks {
-                                t.update(receiver_id, acked);
-                            }
+            },
+            None => {
+                if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                    return Ok(());
+                }
+                match connect(&ctx, io) {
+                    Ok(s) => {
+                        let resume = s.acked();
+                        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                        self.stats.connected.store(1, Ordering::Relaxed);
+                        self.stats.acked_position.store(resume, Ordering::Relaxed);
+                        if let Some(t) = &self.cfg.acks {
+                            t.update(s.receiver_id(), resume);
                         }
-                        limit = limit.max(st.position.saturating_add(st.window as u64));
+                        log::info!("connected to {}; resuming at {resume}", self.cfg.remote);
+                        self.conn = Some(s);
+                        self.retry_at = None;
+                        return Ok(());
                     }
-                    Packet::Error(e) if e.code != ErrorCode::UnknownSession => {
-                        return Err(Error::Remote {
-                            code: e.code,
-                            a: e.a,
-                            b: e.b,
-                        })
-                    }
-                    Packet::Close(_) | Packet::Error(_) => {
-                        return Err(Error::Io(std::io::ErrorKind::ConnectionAborted.into()))
-                    }
-                    _ => {}
+                    Err(e) => (e, false),
                 }
             }
-            if let Some(e) = io.error(id) {
-                return Err(e.into());
-            }
-            let before = sent;
-            if io.pending_write(id) < (1 << 20) {
-                if let Some((pos, raw)) = stash.take() {
-                    if pos < limit {
-                        packer.add(pos, &raw);
-                        sent = pos + align8(raw.len() as u64);
-                    } else {
-                        stash = Some((pos, raw));
-                    }
-                }
-                let mut frames = 0;
-                while stash.is_none() && sent < limit && frames < 1024 {
-                    let n = live.poll_raw(128, &mut |pos, raw| {
-                        if stash.is_some() || pos >= limit {
-                            if stash.is_none() {
-                                stash = Some((pos, raw.to_vec()));
-                            }
-                        } else {
-                            packer.add(pos, raw);
-                            sent = pos + align8(raw.len() as u64);
-                        }
-                    })?;
-                    frames += n;
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            // A stash can hold only one frame: the closure above stops packing after it, and the
-            // reader never returns more than one frame past the limit per call here because the
-            // loop ends as soon as the stash is set.
-            let packets = packer.drain_into(&mut io.framed(id).wbuf);
-            if packets > 0 {
-                self.stats
-                    .data_packets
-                    .fetch_add(packets as u64, Ordering::Relaxed);
-                self.stats.sent_position.store(sent, Ordering::Relaxed);
-                last_data = now;
-            } else if now.duration_since(last_data) >= self.cfg.heartbeat_interval {
-                let hb = Packet::Heartbeat(Heartbeat {
-                    tail: sent,
-                    timestamp_ns: now_ns(),
-                });
-                self.control(io, id, &hb)?;
-                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                last_data = now;
-            }
-            io.flush()?;
-            if now.duration_since(last_rx) >= self.cfg.session_timeout {
-                return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
-            }
-            if sent == before && !self.cfg.idle_wait.is_zero() {
-                if let Ok(t) = self.source.tail() {
-                    self.stats.primary_tail.store(t, Ordering::Relaxed);
-                }
-                io.poll(self.cfg.idle_wait.max(Duration::from_millis(1)))?;
-            }
+        };
+        if fatal(&e) {
+            return Err(e);
         }
-        self.control(io, id, &Packet::Close(Close { reason: 0 }))?;
-        // The CLOSE is a courtesy (the receiver also notices the connection ending): give it a
-        // moment to leave, no more.
-        let until = Instant::now() + LINGER;
-        while io.pending_write(id) > 0 && io.error(id).is_none() && Instant::now() < until {
-            io.poll(Duration::from_millis(1))?;
+        self.stats.connected.store(0, Ordering::Relaxed);
+        if established {
+            self.attempt = 0;
         }
+        let u = self.uniform();
+        let d = self.cfg.backoff.delay(self.attempt, u);
+        self.attempt = self.attempt.saturating_add(1);
+        log::warn!(
+            "connection to {} failed ({e}); retrying in {d:?}",
+            self.cfg.remote
+        );
+        self.retry_at = Some(Instant::now() + d);
         Ok(())
     }
+
+    /// Sends CLOSE on the established connection, if any, and ends it.
+    pub fn close(&mut self) -> Result<()> {
+        let (Some(s), Some(io)) = (self.conn.take(), self.io.as_mut()) else {
+            return Ok(());
+        };
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            source: &*self.source,
+            stats: &self.stats,
+            session: self.session,
+        };
+        let r = s.close(&ctx, &mut **io);
+        io.remove(s.id);
+        self.stats.connected.store(0, Ordering::Relaxed);
+        r
+    }
+}
+
+/// Connects, adds the socket to `io` and hands shakes.
+fn connect(ctx: &Ctx<'_>, io: &mut dyn StreamIo) -> Result<Session> {
+    let stream = TcpStream::connect_timeout(&ctx.cfg.remote, ctx.cfg.connect_timeout)?;
+    let id = io.add(stream)?;
+    Session::handshake(ctx, io, id).inspect_err(|_| io.remove(id))
 }

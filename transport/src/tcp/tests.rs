@@ -272,6 +272,31 @@ fn tcp_sender_survives_a_receiver_that_answers_garbage() {
 }
 
 #[test]
+fn tcp_sender_driven_by_step_replicates_and_closes() {
+    for backend in backends() {
+        let primary = MemStream::new("z", SEG * 4);
+        let store = MemStore::default();
+        let (rh, addr) = receiver(&store, "127.0.0.1:0".parse().unwrap(), backend);
+        let mut s = TcpSender::new(Box::new(primary.clone()), sender_config(addr, backend));
+        assert!(!s.is_connected());
+        for i in 0..5000 {
+            primary.append(&payload(i));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.get("z").map(|r| r.end()).unwrap_or(0) < primary.end() {
+            s.step().unwrap();
+            assert!(Instant::now() < deadline, "replica stuck");
+        }
+        assert!(s.is_connected());
+        s.close().unwrap();
+        assert!(!s.is_connected());
+        assert_eq!(s.stats().sessions.load(Ordering::Relaxed), 1);
+        stop(rh);
+        assert_same(&primary, &store, "z", 5000);
+    }
+}
+
+#[test]
 fn uring_stream_of_many_messages_takes_far_fewer_system_calls_than_messages() {
     if let Err(why) = uring_available() {
         eprintln!("io_uring unavailable ({why}): nothing to count");
