@@ -4,8 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +19,6 @@ struct Netns {
     a: String,
     b: String,
     dev_a: String,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 impl Netns {
@@ -100,26 +90,6 @@ impl Drop for Netns {
         ip(&["netns", "del", &self.a]);
         ip(&["netns", "del", &self.b]);
     }
-}
-
-/// Moves the calling thread into namespace `name` (sockets made afterwards live there).
-fn enter(name: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-    // SAFETY: a valid namespace fd; setns affects only the calling thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {name}: {}", std::io::Error::last_os_error());
-}
-
-fn spawn_in<F>(ns: Option<String>, f: F) -> std::thread::JoinHandle<ringway_transport::Result<()>>
-where
-    F: FnOnce() -> ringway_transport::Result<()> + Send + 'static,
-{
-    std::thread::spawn(move || {
-        if let Some(n) = ns {
-            enter(&n);
-        }
-        f()
-    })
 }
 
 /// `tcp_backend`: the socket backend of the TCP runs.

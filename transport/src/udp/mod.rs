@@ -1,12 +1,15 @@
 //! Reliable replication over UDP: NAK-driven retransmission from the journal, receiver status
 //! messages for flow control, heartbeats, session set-up and time-out.
 
+mod group;
+mod members;
 pub(crate) mod packer;
 mod receiver;
 mod reorder;
 mod sender;
 mod sent;
 
+pub use group::{multicast_group, MulticastOptions};
 pub use receiver::{ReceiverConfig, ReceiverStats, UdpReceiver};
 pub use sender::{SenderConfig, SenderStats, UdpSender};
 

@@ -1,5 +1,9 @@
 //! The receiving side: accepts sessions, writes frames into replicas at their positions, holds
 //! early frames, NAKs gaps, and reports its position and window.
+//!
+//! Listening on an IPv4 multicast group, the receiver joins it with a group socket (receive
+//! only) and sends its SETUP_ACK, STATUS and NAK from a unicast control socket of its own, on
+//! which retransmissions meant for it alone arrive.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::group::{control_socket, group_socket, multicast_group, MulticastOptions};
 use super::random_u64;
 use super::reorder::Reorder;
 use crate::auth::AuthKey;
@@ -44,6 +49,9 @@ pub struct ReceiverConfig {
     pub session_timeout: Duration,
     /// How long a loop iteration waits for packets.
     pub idle_wait: Duration,
+    /// Multicast (`listen` is an IPv4 group address): the interface to join the group on and
+    /// to send control packets from (TTL and loopback are the sender's).
+    pub multicast: MulticastOptions,
 }
 
 impl ReceiverConfig {
@@ -59,6 +67,7 @@ impl ReceiverConfig {
             nak_interval: Duration::from_millis(4),
             session_timeout: Duration::from_secs(5),
             idle_wait: Duration::from_millis(1),
+            multicast: MulticastOptions::default(),
         }
     }
 }
@@ -111,7 +120,10 @@ struct Session {
 pub struct UdpReceiver {
     cfg: ReceiverConfig,
     store: Box<dyn ReplicaStore>,
+    /// The socket control packets leave from (in multicast, the unicast control socket).
     io: Box<dyn DatagramIo>,
+    /// Multicast: the group socket DATA, HEARTBEAT and SETUP arrive on.
+    group_io: Option<Box<dyn DatagramIo>>,
     id: u64,
     sessions: HashMap<u32, Session>,
     stats: Arc<ReceiverStats>,
@@ -134,11 +146,17 @@ impl std::fmt::Debug for UdpReceiver {
 impl UdpReceiver {
     /// Binds the listening socket; replicas are opened through `store`.
     pub fn new(store: Box<dyn ReplicaStore>, mut cfg: ReceiverConfig) -> Result<Self> {
-        let mut io = open_udp(cfg.listen, &cfg.udp)?;
+        let (mut io, mut group_io) = match multicast_group(cfg.listen) {
+            Some(g) => (
+                control_socket(&cfg.multicast, &cfg.udp)?,
+                Some(group_socket(g, &cfg.multicast, &cfg.udp)?),
+            ),
+            None => (open_udp(cfg.listen, &cfg.udp)?, None),
+        };
         // A window larger than the kernel can buffer turns bursts into drops and NAKs. Each
         // datagram costs about twice its size in buffer accounting, and SO_RCVBUF reports
         // double the set value: a third of it is a safe share of frame bytes.
-        if let Some(buf) = io.recv_buffer_size() {
+        if let Some(buf) = group_io.as_ref().unwrap_or(&io).recv_buffer_size() {
             let cap = (buf / 3).max(64 << 10) as u32;
             if cap < cfg.window {
                 log::info!(
@@ -150,10 +168,18 @@ impl UdpReceiver {
         }
         if let Some(l) = cfg.loss {
             io = Box::new(LossyIo::new(io, l));
+            group_io = group_io.map(|g| {
+                let l = LossConfig {
+                    seed: l.seed ^ 0x9e37_79b9_7f4a_7c15,
+                    ..l
+                };
+                Box::new(LossyIo::new(g, l)) as Box<dyn DatagramIo>
+            });
         }
         Ok(UdpReceiver {
             store,
             io,
+            group_io,
             id: random_u64(),
             sessions: HashMap::new(),
             stats: Arc::new(ReceiverStats::default()),
@@ -166,8 +192,13 @@ impl UdpReceiver {
         })
     }
 
-    /// The bound address (useful with port 0).
+    /// The bound address (useful with port 0); in multicast, the group address and port.
     pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.group_io.as_ref().unwrap_or(&self.io).local_addr()?)
+    }
+
+    /// The address control packets leave from (in multicast, the unicast control socket).
+    pub fn control_addr(&self) -> Result<SocketAddr> {
         Ok(self.io.local_addr()?)
     }
 
@@ -207,12 +238,32 @@ impl UdpReceiver {
     pub fn step(&mut self) -> Result<()> {
         self.rx.clear();
         self.rx_meta.clear();
+        // Multicast: while a gap is open, retransmissions come to the control socket.
+        let gap = self.group_io.is_some() && self.sessions.values().any(|s| s.highest > s.next);
         let (rx, meta) = (&mut self.rx, &mut self.rx_meta);
-        self.io.poll(self.cfg.idle_wait, &mut |d, from| {
+        let mut on_recv = |d: &[u8], from| {
             let s = rx.len();
             rx.extend_from_slice(d);
             meta.push((s..rx.len(), from));
-        })?;
+        };
+        match self.group_io.as_mut() {
+            None => {
+                self.io.poll(self.cfg.idle_wait, &mut on_recv)?;
+            }
+            Some(g) => {
+                // Two sockets: take what both hold; when neither holds anything, wait on the
+                // one the next packet most likely comes to.
+                let n = g.poll(Duration::ZERO, &mut on_recv)?
+                    + self.io.poll(Duration::ZERO, &mut on_recv)?;
+                if n == 0 {
+                    if gap {
+                        self.io.poll(self.cfg.idle_wait, &mut on_recv)?;
+                    } else {
+                        g.poll(self.cfg.idle_wait, &mut on_recv)?;
+                    }
+                }
+            }
+        }
         let now = Instant::now();
         let rx = std::mem::take(&mut self.rx);
         let meta = std::mem::take(&mut self.rx_meta);
@@ -285,6 +336,15 @@ impl UdpReceiver {
             Packet::Close(_) => {
                 log::info!("session {session:#x} ({}) closed by sender", sess.name);
                 self.sessions.remove(&session);
+            }
+            Packet::Error(e) => {
+                log::warn!(
+                    "sender of '{}' reported {:?} ({}, {})",
+                    sess.name,
+                    e.code,
+                    e.a,
+                    e.b
+                );
             }
             _ => {
                 self.stats.bad_packets.fetch_add(1, Ordering::Relaxed);
@@ -406,6 +466,9 @@ impl UdpReceiver {
         }
         if pos - sess.next >= window {
             stats.beyond_window.fetch_add(1, Ordering::Relaxed);
+            // A receiver far behind the group (joined late, back after an outage) learns here
+            // that its whole window is missing, and NAKs it.
+            sess.highest = sess.highest.max(sess.next + window);
             return;
         }
         sess.highest = sess.highest.max(end);
@@ -456,7 +519,7 @@ impl UdpReceiver {
         // Reused between iterations: a quiet loop allocates nothing.
         let mut out = std::mem::take(&mut self.pending);
         for (&id, s) in self.sessions.iter_mut() {
-            Self::nak(s, id, now, &self.cfg, &self.stats, &mut out);
+            Self::nak(s, id, self.id, now, &self.cfg, &self.stats, &mut out);
             let moved = s.next - s.status_pos >= (self.cfg.window as u64) / 4;
             if moved
                 || s.last_status
@@ -494,6 +557,7 @@ impl UdpReceiver {
     fn nak(
         s: &mut Session,
         id: u32,
+        receiver_id: u64,
         now: Instant,
         cfg: &ReceiverConfig,
         stats: &ReceiverStats,
@@ -519,7 +583,14 @@ impl UdpReceiver {
             };
             let full = ranges.len() == MAX_NAK_RANGES;
             cursor = last.end;
-            out.push((s.peer, id, Packet::Nak(Nak { ranges })));
+            out.push((
+                s.peer,
+                id,
+                Packet::Nak(Nak {
+                    receiver_id,
+                    ranges,
+                }),
+            ));
             stats.naks.fetch_add(1, Ordering::Relaxed);
             if !full {
                 break;

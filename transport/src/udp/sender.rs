@@ -1,6 +1,11 @@
 //! The sending side: tails the primary, ships frames within the receiver's window, answers NAKs
 //! by re-reading the journal, sends heartbeats when idle, and sets the session up again when the
 //! receiver goes silent or forgets it.
+//!
+//! To a multicast group the sender sends DATA once for every receiver and keeps per-receiver
+//! flow control ([`super::members`]): its window is bounded by the slowest tethered receiver,
+//! NAKs are answered to the receiver that asked (unicast), or to the group when several ask for
+//! the same range.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::group::{multicast_group, sender_socket, MulticastOptions};
+use super::members::Members;
 use super::packer::Packer;
 use super::sent::SentPackets;
 use super::{now_ns, random_u64};
@@ -51,6 +58,16 @@ pub struct SenderConfig {
     pub idle_wait: Duration,
     /// Acknowledged positions are published here (synchronous mode).
     pub acks: Option<AckTracker>,
+    /// Multicast (`remote` is an IPv4 group address): interface, TTL and loopback of the
+    /// datagrams sent to the group. `bind` is not used then.
+    pub multicast: MulticastOptions,
+    /// Multicast: receivers that must answer the set-up before the sender starts (Aeron's
+    /// minimum group size; at least 1). Afterwards it sends while at least one receiver bounds
+    /// it.
+    pub min_receivers: usize,
+    /// Multicast: a receiver that holds the sender back without advancing for this long stops
+    /// bounding it; it catches up from the journal and bounds it again once within its window.
+    pub stall_timeout: Duration,
 }
 
 impl SenderConfig {
@@ -70,6 +87,9 @@ impl SenderConfig {
             nak_holdoff: Duration::from_millis(2),
             idle_wait: Duration::from_micros(200),
             acks: None,
+            multicast: MulticastOptions::default(),
+            min_receivers: 1,
+            stall_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -98,6 +118,10 @@ pub struct SenderStats {
     pub rejected: AtomicU64,
     /// 1 while a session is established.
     pub connected: AtomicU64,
+    /// Multicast: receivers known (tethered or catching up).
+    pub receivers: AtomicU64,
+    /// Multicast: receivers dropped for silence or untied for stalling.
+    pub evictions: AtomicU64,
 }
 
 enum Phase {
@@ -118,8 +142,19 @@ pub struct UdpSender {
     sent: u64,
     acked: u64,
     limit: u64,
-    naks: VecDeque<NakRange>,
-    recent: VecDeque<(NakRange, Instant)>,
+    /// Queued NAK ranges with the receiver that asked.
+    naks: VecDeque<(NakRange, u64)>,
+    /// Ranges retransmitted within the hold-off, and to whom (`None`: to `cfg.remote`, which
+    /// is the group in multicast).
+    recent: VecDeque<(NakRange, Instant, Option<SocketAddr>)>,
+    /// Multicast: the receivers and their flow control (`None` for unicast).
+    group: Option<Members>,
+    /// Nonce of the current set-up; SETUP_ACKs carrying it admit receivers.
+    nonce: u64,
+    /// Multicast: when a SETUP last went to a single receiver that did not know the session.
+    last_join_setup: Option<Instant>,
+    /// Multicast: receivers refused (their position is no longer retained) and until when.
+    refused: Vec<(u64, Instant)>,
     last_data: Instant,
     /// Whether the last thing sent was DATA (the tail not yet probed).
     probe_due: bool,
@@ -129,7 +164,7 @@ pub struct UdpSender {
     copies: SentPackets,
     out: Vec<u8>,
     rx: Vec<u8>,
-    rx_ranges: Vec<std::ops::Range<usize>>,
+    rx_ranges: Vec<(std::ops::Range<usize>, SocketAddr)>,
     stats: Arc<SenderStats>,
     idle: bool,
 }
@@ -171,22 +206,29 @@ impl UdpSender {
         }
         let mut udp = cfg.udp.clone();
         udp.max_datagram = udp.max_datagram.max(cfg.mtu);
-        let mut io = open_udp(bind, &udp)?;
+        let group = multicast_group(cfg.remote).map(|_| Members::default());
+        let mut io = if group.is_some() {
+            sender_socket(&cfg.multicast, &udp)?
+        } else {
+            open_udp(bind, &udp)?
+        };
         if let Some(l) = cfg.loss {
             io = Box::new(LossyIo::new(io, l));
         }
         let session = (random_u64() >> 32) as u32 | 1;
         let now = Instant::now();
+        let nonce = random_u64();
         Ok(UdpSender {
             packer: Packer::new(session, cfg.mtu, cfg.auth.clone()),
             copies: SentPackets::new(0),
             source,
             io,
             session,
-            phase: Phase::Setup {
-                nonce: random_u64(),
-                last: None,
-            },
+            phase: Phase::Setup { nonce, last: None },
+            group,
+            nonce,
+            last_join_setup: None,
+            refused: Vec::new(),
             live: None,
             rtx: Vec::new(),
             stash: VecDeque::new(),
@@ -222,7 +264,7 @@ impl UdpSender {
         Ok(self.io.local_addr()?)
     }
 
-    /// Position acknowledged by the receiver.
+    /// Position acknowledged by the receiver (multicast: by every receiver bounding the sender).
     pub fn acked(&self) -> u64 {
         self.acked
     }
@@ -246,9 +288,23 @@ impl UdpSender {
     }
 
     fn send_control(&mut self, p: &Packet<'_>) -> Result<()> {
+        self.send_control_to(p, self.cfg.remote)
+    }
+
+    /// Tells the receiver at `to` that `requested` is no longer retained.
+    fn send_lapped(&mut self, requested: u64, oldest: u64, to: SocketAddr) -> Result<()> {
+        let p = Packet::Error(ErrorPacket {
+            code: ErrorCode::Lapped,
+            a: requested,
+            b: oldest,
+        });
+        self.send_control_to(&p, to)
+    }
+
+    fn send_control_to(&mut self, p: &Packet<'_>, to: SocketAddr) -> Result<()> {
         self.out.clear();
         encode(p, self.session, self.cfg.auth.as_ref(), &mut self.out)?;
-        self.io.send_to(&self.out, self.cfg.remote)?;
+        self.io.send_to(&self.out, to)?;
         Ok(())
     }
 
@@ -263,16 +319,16 @@ impl UdpSender {
         self.rx.clear();
         self.rx_ranges.clear();
         let (rx, ranges) = (&mut self.rx, &mut self.rx_ranges);
-        let got = self.io.poll(timeout, &mut |d, _from| {
+        let got = self.io.poll(timeout, &mut |d, from| {
             let s = rx.len();
             rx.extend_from_slice(d);
-            ranges.push(s..rx.len());
+            ranges.push((s..rx.len(), from));
         })?;
         let now = Instant::now();
         let ranges = std::mem::take(&mut self.rx_ranges);
-        for r in &ranges {
+        for (r, from) in &ranges {
             let rx = std::mem::take(&mut self.rx);
-            let res = self.handle(&rx[r.clone()], now);
+            let res = self.handle(&rx[r.clone()], *from, now);
             self.rx = rx;
             res?;
         }
@@ -280,7 +336,11 @@ impl UdpSender {
         let mut work = got > 0;
         match self.phase {
             Phase::Setup { nonce, last } => {
-                if last.is_none_or(|t| now.duration_since(t) >= self.cfg.setup_interval) {
+                let quorum = self.cfg.min_receivers.max(1);
+                if self.group.as_ref().is_some_and(|g| g.len() >= quorum) {
+                    self.establish_group(now)?;
+                    work = true;
+                } else if last.is_none_or(|t| now.duration_since(t) >= self.cfg.setup_interval) {
                     self.send_setup(nonce)?;
                     self.phase = Phase::Setup {
                         nonce,
@@ -322,7 +382,9 @@ impl UdpSender {
                         self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if now.duration_since(self.last_rx) >= self.cfg.session_timeout {
+                if self.group.is_some() {
+                    self.expire_members(now);
+                } else if now.duration_since(self.last_rx) >= self.cfg.session_timeout {
                     log::warn!(
                         "receiver {} silent for {:?}; setting the session up again",
                         self.cfg.remote,
@@ -337,8 +399,9 @@ impl UdpSender {
     }
 
     fn restart_setup(&mut self) {
+        self.nonce = random_u64();
         self.phase = Phase::Setup {
-            nonce: random_u64(),
+            nonce: self.nonce,
             last: None,
         };
         self.stats.connected.store(0, Ordering::Relaxed);
@@ -347,6 +410,10 @@ impl UdpSender {
     }
 
     fn send_setup(&mut self, nonce: u64) -> Result<()> {
+        self.send_setup_to(nonce, self.cfg.remote)
+    }
+
+    fn send_setup_to(&mut self, nonce: u64, to: SocketAddr) -> Result<()> {
         let g = self.source.geometry();
         let oldest = self.source.oldest()?;
         let tail = self.source.tail()?.max(oldest);
@@ -360,12 +427,12 @@ impl UdpSender {
             stream_flags: u8::from(g.crc),
             name: &g.name,
         });
-        self.send_control(&p)?;
+        self.send_control_to(&p, to)?;
         self.io.poll(Duration::ZERO, &mut |_, _| {})?;
         Ok(())
     }
 
-    fn handle(&mut self, d: &[u8], now: Instant) -> Result<()> {
+    fn handle(&mut self, d: &[u8], from: SocketAddr, now: Instant) -> Result<()> {
         let (session, p) = match decode(d, self.cfg.auth.as_ref()) {
             Ok(x) => x,
             Err(e) => {
@@ -377,6 +444,9 @@ impl UdpSender {
         if session != self.session {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Ok(());
+        }
+        if self.group.is_some() {
+            return self.handle_group(p, from, now);
         }
         match p {
             Packet::SetupAck(a) => {
@@ -418,7 +488,7 @@ impl UdpSender {
                         .fetch_add(n.ranges.len() as u64, Ordering::Relaxed);
                     for r in n.ranges {
                         if self.naks.len() < MAX_QUEUED_NAKS {
-                            self.naks.push_back(r);
+                            self.naks.push_back((r, n.receiver_id));
                         }
                     }
                 }
@@ -496,7 +566,7 @@ impl UdpSender {
         self.stats.connected.store(1, Ordering::Relaxed);
         self.stats.acked_position.store(resume, Ordering::Relaxed);
         self.stats.sent_position.store(resume, Ordering::Relaxed);
-        if let Some(t) = &self.cfg.acks {
+        if let (Some(t), None) = (&self.cfg.acks, &self.group) {
             t.update(receiver_id, resume);
         }
         log::info!(
@@ -505,6 +575,283 @@ impl UdpSender {
             self.cfg.remote
         );
         Ok(())
+    }
+
+    /// Multicast: a packet from a receiver.
+    fn handle_group(&mut self, p: Packet<'_>, from: SocketAddr, now: Instant) -> Result<()> {
+        let live = matches!(self.phase, Phase::Live { .. });
+        match p {
+            Packet::SetupAck(a) if a.nonce == self.nonce => {
+                self.admit(a.receiver_id, from, a.resume, a.window, now)?;
+            }
+            Packet::Status(st) => {
+                let sent = self.sent;
+                let known = self.group.as_mut().is_some_and(|g| {
+                    g.status(st.receiver_id, from, st.position, st.window, sent, now)
+                });
+                if known {
+                    if let Some(t) = &self.cfg.acks {
+                        t.update(st.receiver_id, st.position);
+                    }
+                } else if live {
+                    // Back after it was dropped, or it kept its session across a restart of
+                    // this sender's group: it joins where it is.
+                    self.admit(st.receiver_id, from, st.position, st.window, now)?;
+                }
+                if live {
+                    self.update_group_limit();
+                }
+            }
+            Packet::Nak(n) => {
+                let known = self
+                    .group
+                    .as_mut()
+                    .is_some_and(|g| g.heard(n.receiver_id, now));
+                if live && known {
+                    self.stats
+                        .naks
+                        .fetch_add(n.ranges.len() as u64, Ordering::Relaxed);
+                    for r in n.ranges {
+                        if self.naks.len() < MAX_QUEUED_NAKS {
+                            self.naks.push_back((r, n.receiver_id));
+                        }
+                    }
+                } else {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Packet::Error(e) if e.code == ErrorCode::UnknownSession => {
+                // A receiver that joined the group after the set-up (or restarted): set it up
+                // alone, at most every 20 ms.
+                if live
+                    && self
+                        .last_join_setup
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(20))
+                {
+                    self.last_join_setup = Some(now);
+                    self.send_setup_to(self.nonce, from)?;
+                }
+            }
+            Packet::Error(e) => {
+                // One receiver's problem (its replica cannot be opened) is not the group's.
+                log::warn!(
+                    "receiver at {from} reported {:?} ({}, {})",
+                    e.code,
+                    e.a,
+                    e.b
+                );
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Packet::Close(_) => {
+                if let Some(g) = self.group.as_mut() {
+                    let gone: Vec<u64> =
+                        g.iter().filter(|m| m.addr == from).map(|m| m.id).collect();
+                    for id in gone {
+                        g.remove(id);
+                        if let Some(t) = &self.cfg.acks {
+                            t.remove(id);
+                        }
+                    }
+                }
+                if live {
+                    self.update_group_limit();
+                }
+            }
+            _ => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Multicast: whether receiver `id` was refused lately (it asked for positions no longer
+    /// retained); forgets refusals older than the session time-out.
+    fn is_refused(&mut self, id: u64, now: Instant) -> bool {
+        let timeout = self.cfg.session_timeout;
+        self.refused
+            .retain(|(_, t)| now.duration_since(*t) < timeout);
+        self.refused.iter().any(|(r, _)| *r == id)
+    }
+
+    /// Multicast: drops receiver `id` and refuses it for a session time-out.
+    fn refuse(&mut self, id: u64, now: Instant) {
+        if let Some(g) = self.group.as_mut() {
+            g.remove(id);
+        }
+        if let Some(t) = &self.cfg.acks {
+            t.remove(id);
+        }
+        self.refused.push((id, now));
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.update_group_limit();
+    }
+
+    /// Multicast: admits receiver `id` at `position` (SETUP_ACK, or a STATUS from a receiver the
+    /// sender does not know), unless the primary no longer holds that position or the receiver
+    /// is ahead of the primary.
+    fn admit(
+        &mut self,
+        id: u64,
+        from: SocketAddr,
+        position: u64,
+        window: u32,
+        now: Instant,
+    ) -> Result<()> {
+        if self.is_refused(id, now) {
+            return Ok(());
+        }
+        let oldest = self.source.oldest()?;
+        let tail = self.source.tail()?;
+        if position < oldest {
+            log::warn!(
+                "receiver {id:#x} at {from} needs {position}, no longer retained (oldest {oldest})"
+            );
+            self.send_lapped(position, oldest, from)?;
+            self.refuse(id, now);
+            return Ok(());
+        }
+        if position > tail {
+            log::warn!("receiver {id:#x} at {from} is at {position}, beyond the primary's tail {tail}: not a replica of this stream");
+            self.refuse(id, now);
+            return Ok(());
+        }
+        let live = matches!(self.phase, Phase::Live { .. });
+        let sent = if live { self.sent } else { position };
+        let Some(g) = self.group.as_mut() else {
+            return Ok(());
+        };
+        if g.join(id, from, position, window, sent, now) {
+            log::info!(
+                "receiver {id:#x} at {from} joined at {position}{}",
+                if g.get(id).is_some_and(|m| m.tethered) {
+                    ""
+                } else {
+                    " (catching up from the journal)"
+                }
+            );
+            if let Some(t) = &self.cfg.acks {
+                t.update(id, position);
+            }
+        }
+        self.stats
+            .receivers
+            .store(g.len() as u64, Ordering::Relaxed);
+        if live {
+            self.update_group_limit();
+        }
+        Ok(())
+    }
+
+    /// Multicast: starts sending at the smallest position of the receivers that answered.
+    fn establish_group(&mut self, now: Instant) -> Result<()> {
+        let Some(g) = self.group.as_ref() else {
+            return Ok(());
+        };
+        let start = g.iter().map(|m| m.position).min().unwrap_or(0);
+        let window = g.iter().map(|m| m.window).max().unwrap_or(0);
+        let n = g.len();
+        self.establish(0, start, window, now)?;
+        log::info!(
+            "sending to group {} from {start} ({n} receivers)",
+            self.cfg.remote
+        );
+        // Every receiver holds at least `start`: all bound the sender from here.
+        let sent = self.sent;
+        if let Some(g) = self.group.as_mut() {
+            let ids: Vec<(u64, SocketAddr, u64, u32)> = g
+                .iter()
+                .map(|m| (m.id, m.addr, m.position, m.window))
+                .collect();
+            g.clear();
+            for (id, addr, pos, win) in ids {
+                g.join(id, addr, pos, win, sent, now);
+            }
+        }
+        self.update_group_limit();
+        Ok(())
+    }
+
+    /// Multicast: the sender's limit and acknowledged position from its receivers.
+    fn update_group_limit(&mut self) {
+        let Some(g) = self.group.as_ref() else {
+            return;
+        };
+        self.limit = g.limit(1).unwrap_or(self.sent);
+        if let Some(a) = g.acked() {
+            if a > self.acked && a <= self.sent {
+                self.acked = a;
+                self.copies.release(a);
+                self.stats.acked_position.store(a, Ordering::Relaxed);
+            }
+        }
+        if let Some(w) = g.iter().map(|m| m.window).max() {
+            self.copies.reserve(copies_bound(w));
+        }
+        self.stats
+            .receivers
+            .store(g.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Multicast: drops silent receivers, unties stalled ones; sets up again when none is left.
+    fn expire_members(&mut self, now: Instant) {
+        let Some(g) = self.group.as_mut() else {
+            return;
+        };
+        let e = g.expire(
+            now,
+            self.cfg.session_timeout,
+            self.cfg.stall_timeout,
+            self.sent,
+        );
+        for id in &e.dropped {
+            log::warn!(
+                "receiver {id:#x} silent for {:?}: dropped",
+                self.cfg.session_timeout
+            );
+            if let Some(t) = &self.cfg.acks {
+                t.remove(*id);
+            }
+        }
+        for id in &e.untethered {
+            log::warn!(
+                "receiver {id:#x} has not advanced for {:?}: it no longer bounds the sender and \
+                 catches up from the journal",
+                self.cfg.stall_timeout
+            );
+        }
+        let n = (e.dropped.len() + e.untethered.len()) as u64;
+        if n == 0 {
+            return;
+        }
+        self.stats.evictions.fetch_add(n, Ordering::Relaxed);
+        if g.is_empty() {
+            log::warn!(
+                "no receiver left in group {}: setting up again",
+                self.cfg.remote
+            );
+            self.restart_setup();
+        }
+        self.update_group_limit();
+    }
+
+    /// Multicast: where a NAK of receiver `who` is answered: the part of `r` it can take
+    /// (from its position to the end of its window, within what was sent), and the destination:
+    /// that receiver alone, or the group (`None`) when another receiver misses an overlapping
+    /// range too (queued, or answered to it alone within the hold-off). Unicast: the range
+    /// past the acknowledged position, to the receiver. `None`: the receiver is not known.
+    fn nak_scope(&self, r: NakRange, who: u64) -> Option<(u64, u64, Option<SocketAddr>)> {
+        let Some(g) = self.group.as_ref() else {
+            return Some((self.acked, self.sent, None));
+        };
+        let m = g.get(who)?;
+        let overlaps = |q: &NakRange| q.start < r.end && r.start < q.end;
+        let shared = self.naks.iter().any(|(q, w)| *w != who && overlaps(q))
+            || self
+                .recent
+                .iter()
+                .any(|(q, _, d)| d.is_some_and(|a| a != m.addr) && overlaps(q));
+        let to = if shared { None } else { Some(m.addr) };
+        Some((m.position, self.sent.min(m.limit()), to))
     }
 
     /// Reads new frames from the primary while they start inside the receiver's window.
@@ -567,9 +914,16 @@ impl UdpSender {
         Ok(self.sent != before)
     }
 
-    /// The first sub-range of `[start, end)` not covered by a recent retransmission (the rest,
-    /// if any, is queued again).
-    fn uncovered(&mut self, mut start: u64, end: u64) -> Option<(u64, u64)> {
+    /// The first sub-range of `[start, end)` not covered by a recent retransmission that
+    /// reached `to` (the rest, if any, is queued again for receiver `who`).
+    fn uncovered(
+        &mut self,
+        mut start: u64,
+        end: u64,
+        to: Option<SocketAddr>,
+        who: u64,
+    ) -> Option<(u64, u64)> {
+        let reached = |d: &Option<SocketAddr>| d.is_none() || *d == to;
         loop {
             if start >= end {
                 return None;
@@ -578,8 +932,8 @@ impl UdpSender {
             if let Some(e) = self
                 .recent
                 .iter()
-                .filter(|(q, _)| q.start <= start && q.end > start)
-                .map(|(q, _)| q.end)
+                .filter(|(q, _, d)| reached(d) && q.start <= start && q.end > start)
+                .map(|(q, _, _)| q.end)
                 .max()
             {
                 start = e;
@@ -589,13 +943,13 @@ impl UdpSender {
             let stop = self
                 .recent
                 .iter()
-                .filter(|(q, _)| q.start > start && q.start < end)
-                .map(|(q, _)| q.start)
+                .filter(|(q, _, d)| reached(d) && q.start > start && q.start < end)
+                .map(|(q, _, _)| q.start)
                 .min();
             return match stop {
                 Some(s) => {
                     if self.naks.len() < MAX_QUEUED_NAKS {
-                        self.naks.push_front(NakRange { start: s, end });
+                        self.naks.push_front((NakRange { start: s, end }, who));
                     }
                     Some((start, s))
                 }
@@ -608,7 +962,7 @@ impl UdpSender {
     /// the largest position not after `start`, moved forward over the frames in between, or a
     /// new one (opening a reader maps a segment, so the pool keeps a few). `None` when `start`
     /// is not a frame boundary (a confused or hostile NAK).
-    fn rtx_reader(&mut self, start: u64) -> Result<Option<usize>> {
+    fn rtx_reader(&mut self, start: u64, to: SocketAddr) -> Result<Option<usize>> {
         const POOL: usize = 4;
         let best = self
             .rtx
@@ -623,12 +977,7 @@ impl UdpSender {
                 let r = match self.source.reader_at(start) {
                     Ok(r) => r,
                     Err(Error::Lapped { requested, oldest }) => {
-                        let p = Packet::Error(ErrorPacket {
-                            code: ErrorCode::Lapped,
-                            a: requested,
-                            b: oldest,
-                        });
-                        self.send_control(&p)?;
+                        self.send_lapped(requested, oldest, to)?;
                         return Err(Error::Lapped { requested, oldest });
                     }
                     Err(e) => {
@@ -662,7 +1011,7 @@ impl UdpSender {
 
     /// Answers queued NAKs from the journal.
     fn retransmit(&mut self, now: Instant) -> Result<bool> {
-        while let Some((_, t)) = self.recent.front() {
+        while let Some((_, t, _)) = self.recent.front() {
             if now.duration_since(*t) > self.cfg.nak_holdoff {
                 self.recent.pop_front();
             } else {
@@ -674,25 +1023,28 @@ impl UdpSender {
         self.packer.set_keep(false);
         self.naks
             .make_contiguous()
-            .sort_unstable_by_key(|r| r.start);
+            .sort_unstable_by_key(|(r, _)| r.start);
         while budget > 0 {
-            let Some(r) = self.naks.pop_front() else {
+            let Some((r, who)) = self.naks.pop_front() else {
                 break;
             };
-            let start = r.start.max(self.acked);
-            let end = r.end.min(self.sent);
+            let Some((floor, ceiling, to)) = self.nak_scope(r, who) else {
+                continue;
+            };
+            let start = r.start.max(floor);
+            let end = r.end.min(ceiling);
             if start >= end {
                 continue;
             }
             // Only the parts not retransmitted within the hold-off: a NAK repeated while the
             // retransmission is in flight, or one overlapping an earlier NAK, costs nothing.
-            let Some((start, end)) = self.uncovered(start, end) else {
+            let Some((start, end)) = self.uncovered(start, end, to, who) else {
                 continue;
             };
-            self.recent.push_back((NakRange { start, end }, now));
+            self.recent.push_back((NakRange { start, end }, now, to));
+            let dest = to.unwrap_or(self.cfg.remote);
             if let Some((packets, bytes)) =
-                self.copies
-                    .send_range(start, end, &mut *self.io, self.cfg.remote)?
+                self.copies.send_range(start, end, &mut *self.io, dest)?
             {
                 budget = budget.saturating_sub(bytes);
                 self.stats
@@ -701,9 +1053,25 @@ impl UdpSender {
                 any = true;
                 continue;
             }
-            let Some(k) = self.rtx_reader(start)? else {
-                continue;
+            let k = match self.rtx_reader(start, dest) {
+                Ok(Some(k)) => k,
+                Ok(None) => continue,
+                Err(Error::Lapped { requested, oldest }) if self.group.is_some() => {
+                    // One receiver too far behind does not stop the others.
+                    log::warn!(
+                        "receiver {who:#x} needs {requested}, no longer retained (oldest \
+                         {oldest}): dropped"
+                    );
+                    self.refuse(who, now);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
+            if to.is_some() && self.packer.pending() > 0 {
+                // Packets for the group packed earlier in this loop go to the group.
+                self.packer
+                    .flush(&mut *self.io, self.cfg.remote, &mut self.copies)?;
+            }
             let rtx = &mut self.rtx[k];
             let before = self.packer.pending();
             loop {
@@ -733,6 +1101,10 @@ impl UdpSender {
             // Retransmitted data goes out in its own packets, ahead of new data.
             self.packer.close();
             let packets = self.packer.pending().saturating_sub(before) as u64;
+            if to.is_some() {
+                // To one receiver: these packets leave now, the ones for the group later.
+                self.packer.flush(&mut *self.io, dest, &mut self.copies)?;
+            }
             self.stats
                 .retransmit_packets
                 .fetch_add(packets, Ordering::Relaxed);

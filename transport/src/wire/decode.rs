@@ -240,12 +240,13 @@ fn decode_body(ty: PacketType, flags: u16, body: &[u8]) -> Result<Packet<'_>, Wi
             })
         }
         PacketType::Nak => {
-            if body.len() < 8 {
+            if body.len() < 16 {
                 return Err(WireError::BadBodyLength {
                     ty,
                     len: body.len(),
                 });
             }
+            let receiver_id = c.u64()?;
             let n = c.u8()? as usize;
             if c.take(7)?.iter().any(|&b| b != 0) {
                 return Err(WireError::Reserved);
@@ -253,7 +254,7 @@ fn decode_body(ty: PacketType, flags: u16, body: &[u8]) -> Result<Packet<'_>, Wi
             if n == 0 || n > MAX_NAK_RANGES {
                 return Err(WireError::BadField("nak range count"));
             }
-            exact(ty, body, 8 + 16 * n)?;
+            exact(ty, body, 16 + 16 * n)?;
             let mut ranges = Vec::with_capacity(n);
             for _ in 0..n {
                 let start = c.u64()?;
@@ -263,7 +264,10 @@ fn decode_body(ty: PacketType, flags: u16, body: &[u8]) -> Result<Packet<'_>, Wi
                 }
                 ranges.push(NakRange { start, end });
             }
-            Packet::Nak(Nak { ranges })
+            Packet::Nak(Nak {
+                receiver_id,
+                ranges,
+            })
         }
         PacketType::Status => {
             exact(ty, body, 32)?;

@@ -94,6 +94,7 @@ fn encode_body(packet: &Packet<'_>, out: &mut Vec<u8>) -> Result<(), WireError> 
             if n.ranges.iter().any(|r| r.start >= r.end) {
                 return Err(WireError::BadField("nak range"));
             }
+            out.extend_from_slice(&n.receiver_id.to_le_bytes());
             out.push(n.ranges.len() as u8);
             out.extend_from_slice(&[0u8; 7]);
             for r in &n.ranges {

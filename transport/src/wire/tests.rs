@@ -34,6 +34,7 @@ fn samples() -> Vec<Packet<'static>> {
             fragment: true,
         }),
         Packet::Nak(Nak {
+            receiver_id: 0x1234_5678_9abc_def1,
             ranges: vec![
                 NakRange { start: 8, end: 64 },
                 NakRange {
@@ -100,8 +101,8 @@ fn header_fields_are_checked() {
     b[0] ^= 1;
     assert!(matches!(decode(&b, None), Err(WireError::BadMagic(_))));
     let mut b = buf.clone();
-    b[2] = 2;
-    assert_eq!(decode(&b, None), Err(WireError::UnsupportedVersion(2)));
+    b[2] = 1;
+    assert_eq!(decode(&b, None), Err(WireError::UnsupportedVersion(1)));
     let mut b = buf.clone();
     b[3] = 99;
     assert_eq!(decode(&b, None), Err(WireError::UnknownType(99)));
@@ -128,7 +129,7 @@ fn bodies_with_bad_values_are_rejected() {
     };
     // Inverted NAK range, written by hand since the encoder refuses it.
     let mut b = enc(&samples()[4]);
-    b[HEADER_LEN + 8..HEADER_LEN + 16].copy_from_slice(&100u64.to_le_bytes());
+    b[HEADER_LEN + 16..HEADER_LEN + 24].copy_from_slice(&100u64.to_le_bytes());
     assert_eq!(decode(&b, None), Err(WireError::BadField("nak range")));
     // Stream name with a slash.
     let mut b = enc(&samples()[0]);
@@ -158,7 +159,10 @@ fn bodies_with_bad_values_are_rejected() {
     b[HEADER_LEN] = 77;
     assert_eq!(decode(&b, None), Err(WireError::UnknownErrorCode(77)));
     // Encoder refuses what the decoder would refuse.
-    let bad = Packet::Nak(Nak { ranges: vec![] });
+    let bad = Packet::Nak(Nak {
+        receiver_id: 1,
+        ranges: vec![],
+    });
     let mut out = vec![1, 2, 3];
     assert!(encode(&bad, 1, None, &mut out).is_err());
     assert_eq!(

@@ -4,8 +4,8 @@ use thiserror::Error;
 
 /// First two bytes of every packet (`R`, `W` on the wire).
 pub const MAGIC: u16 = 0x5752;
-/// Protocol version carried in byte 2.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in byte 2 (2: NAK names its receiver, for multicast).
+pub const VERSION: u8 = 2;
 /// Size of the common header.
 pub const HEADER_LEN: usize = 16;
 /// Size of the truncated HMAC-SHA256 tag appended when [`FLAG_MAC`] is set.
@@ -124,9 +124,12 @@ pub struct NakRange {
     pub end: u64,
 }
 
-/// NAK body: up to [`MAX_NAK_RANGES`] ranges.
+/// NAK body: the receiver asking and up to [`MAX_NAK_RANGES`] ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nak {
+    /// Identity of the receiver (as in its STATUS): a multicast sender answers it alone, or
+    /// the whole group when several receivers miss the same range.
+    pub receiver_id: u64,
     /// Missing ranges in ascending order.
     pub ranges: Vec<NakRange>,
 }

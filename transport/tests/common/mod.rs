@@ -168,3 +168,35 @@ pub fn check_replica_messages(root: &Path, name: &str, expected: u64) {
     }
     assert_eq!(i, expected);
 }
+
+/// Runs `ip ARGS`; whether it succeeded.
+pub fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Moves the calling thread into network namespace `name` (sockets made afterwards live there).
+pub fn enter(name: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+    // SAFETY: a valid namespace fd; setns affects only the calling thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a new thread, inside namespace `ns` when given.
+pub fn spawn_in<F>(ns: Option<String>, f: F) -> JoinHandle<ringway_transport::Result<()>>
+where
+    F: FnOnce() -> ringway_transport::Result<()> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        if let Some(n) = ns {
+            enter(&n);
+        }
+        f()
+    })
+}
