@@ -4,6 +4,7 @@
 //! per interval to `out`, then stop cleanly (the sender sends CLOSE; replicas are released).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use crate::udp::{
 pub struct ReplicateArgs {
     /// Stream to ship.
     pub stream: String,
-    /// `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    /// `udp://HOST:PORT`, `tcp://HOST:PORT`, or a multicast group
+    /// `udp://GROUP:PORT[?interface=ADDR&ttl=N&loop=0|1&min-receivers=N]`.
     pub to: String,
     /// Root directory (default: `$RINGWAY_DIR`, else `/dev/shm/ringway`).
     pub dir: Option<PathBuf>,
@@ -39,7 +41,8 @@ pub struct ReplicateArgs {
 /// Arguments of `ringway receive --listen udp://ADDR:PORT|tcp://ADDR:PORT [--dir DIR] [--stream NAME]`.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveArgs {
-    /// `udp://ADDR:PORT` or `tcp://ADDR:PORT`.
+    /// `udp://ADDR:PORT`, `tcp://ADDR:PORT`, or a multicast group to join
+    /// `udp://GROUP:PORT[?interface=ADDR]`.
     pub listen: String,
     /// Root directory for replicas.
     pub dir: Option<PathBuf>,
@@ -181,6 +184,40 @@ pub fn replicate(
                 out,
             )
         }
+        Endpoint::Multicast(m) => {
+            let mut cfg = SenderConfig::new(SocketAddr::V4(m.group));
+            cfg.auth = auth;
+            cfg.loss = loss(args.loss, 1)?;
+            cfg.multicast = m.options;
+            cfg.min_receivers = m.min_receivers;
+            let mut s = UdpSender::new(source, cfg)?;
+            let _ = writeln!(
+                out,
+                "replicating '{}' to multicast group udp://{} from {} ({:?} sockets, at least {} receivers)",
+                args.stream,
+                m.group,
+                s.local_addr()?,
+                s.backend(),
+                m.min_receivers
+            );
+            let stats = s.stats();
+            let st = stop.clone();
+            let h = std::thread::spawn(move || s.run(&st));
+            run_with_progress(
+                h,
+                &stop,
+                &shutdown,
+                interval,
+                |dt| {
+                    format!(
+                        "{} receivers {}",
+                        sender_line(&stats, &prev, dt),
+                        stats.receivers.load(Ordering::Relaxed)
+                    )
+                },
+                out,
+            )
+        }
         Endpoint::Tcp(addr) => {
             let mut cfg = TcpSenderConfig::new(addr);
             cfg.auth = auth;
@@ -211,11 +248,25 @@ pub fn receive(args: &ReceiveArgs, shutdown: Arc<AtomicBool>, out: &mut dyn Writ
     let interval = args.progress.unwrap_or(Duration::from_secs(1));
     let stop = Arc::new(AtomicBool::new(false));
     let prev = AtomicU64::new(0);
-    match endpoint {
-        Endpoint::Udp(addr) => {
+    let udp = match endpoint {
+        Endpoint::Udp(addr) => Ok((addr, None)),
+        Endpoint::Multicast(m) => {
+            if m.options.ttl != 1 || !m.options.loopback || m.min_receivers != 1 {
+                // ttl, loop and min-receivers are the sender's.
+                return Err(Error::Endpoint(args.listen.clone()));
+            }
+            Ok((SocketAddr::V4(m.group), Some(m.options)))
+        }
+        Endpoint::Tcp(addr) => Err(addr),
+    };
+    match udp {
+        Ok((addr, group)) => {
             let mut cfg = ReceiverConfig::new(addr);
             cfg.auth = auth;
             cfg.loss = loss(args.loss, 2)?;
+            if let Some(options) = group {
+                cfg.multicast = options;
+            }
             let mut r = UdpReceiver::new(store, cfg)?;
             let _ = writeln!(
                 out,
@@ -236,7 +287,7 @@ pub fn receive(args: &ReceiveArgs, shutdown: Arc<AtomicBool>, out: &mut dyn Writ
                 out,
             )
         }
-        Endpoint::Tcp(addr) => {
+        Err(addr) => {
             let mut cfg = TcpReceiverConfig::new(addr);
             cfg.auth = auth;
             let mut r = TcpReceiver::new(store, cfg)?;

@@ -53,7 +53,10 @@ pub enum Error {
     #[error(transparent)]
     Core(ringway_core::Error),
     /// An endpoint string could not be parsed.
-    #[error("bad endpoint {0:?}: expected udp://HOST:PORT or tcp://HOST:PORT")]
+    #[error(
+        "bad endpoint {0:?}: expected udp://HOST:PORT, tcp://HOST:PORT or \
+         udp://GROUP:PORT?interface=ADDR&ttl=N&loop=0|1&min-receivers=N"
+    )]
     Endpoint(String),
     /// A synchronous-mode wait ran out of time.
     #[error(transparent)]

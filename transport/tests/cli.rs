@@ -19,6 +19,12 @@ fn free_port() -> u16 {
 }
 
 fn round_trip(scheme: &str) {
+    let port = free_port();
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    round_trip_urls(url.clone(), url);
+}
+
+fn round_trip_urls(listen: String, to: String) {
     let proot = temp_root();
     let rroot = temp_root();
     let p = primary(proot.path(), "ticks");
@@ -26,10 +32,9 @@ fn round_trip(scheme: &str) {
     for i in 0..5000 {
         w.append(&payload(i)).unwrap();
     }
-    let port = free_port();
     let stop = Arc::new(AtomicBool::new(false));
     let rargs = ReceiveArgs {
-        listen: format!("{scheme}://127.0.0.1:{port}"),
+        listen,
         dir: Some(rroot.path().to_path_buf()),
         stream: Some("ticks-replica".into()),
         progress: Some(Duration::from_millis(100)),
@@ -42,7 +47,7 @@ fn round_trip(scheme: &str) {
     });
     let sargs = ReplicateArgs {
         stream: "ticks".into(),
-        to: format!("{scheme}://127.0.0.1:{port}"),
+        to,
         dir: Some(proot.path().to_path_buf()),
         progress: Some(Duration::from_millis(100)),
         ..Default::default()
@@ -81,6 +86,16 @@ fn cli_udp_round_trip() {
 #[test]
 fn cli_tcp_round_trip() {
     round_trip("tcp");
+}
+
+/// Multicast on the loopback interface (`IP_MULTICAST_LOOP`): the URL options reach the sockets.
+#[test]
+fn cli_udp_multicast_round_trip() {
+    let port = free_port();
+    round_trip_urls(
+        format!("udp://239.7.9.1:{port}?interface=127.0.0.1"),
+        format!("udp://239.7.9.1:{port}?interface=127.0.0.1&ttl=1&loop=1&min-receivers=1"),
+    );
 }
 
 #[test]
