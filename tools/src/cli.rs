@@ -148,7 +148,10 @@ pub enum Command {
     Replicate {
         /// Stream to ship
         stream: String,
-        /// udp://HOST:PORT or tcp://HOST:PORT
+        /// udp://HOST:PORT or tcp://HOST:PORT; or an IPv4 multicast group
+        /// udp://GROUP:PORT[?interface=ADDR&ttl=N&loop=0|1&min-receivers=N] (interface: local
+        /// address to send from; ttl: hops, default 1; loop: deliver to receivers on this host,
+        /// default 1; min-receivers: receivers that must answer before sending starts, default 1)
         #[arg(long, value_name = "URL")]
         to: String,
         #[command(flatten)]
@@ -162,7 +165,9 @@ pub enum Command {
     },
     /// Receive replicated streams until interrupted
     Receive {
-        /// udp://ADDR:PORT or tcp://ADDR:PORT
+        /// udp://ADDR:PORT or tcp://ADDR:PORT; or an IPv4 multicast group to join
+        /// udp://GROUP:PORT[?interface=ADDR] (interface: local address to join on and to answer
+        /// the sender from)
         #[arg(long, value_name = "URL")]
         listen: String,
         #[command(flatten)]
