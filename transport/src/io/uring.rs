@@ -4,6 +4,11 @@
 //! reaped from shared memory, and the ring runs cooperatively: the kernel flags pending receive
 //! work instead of interrupting the thread, so a busy loop enters the kernel only when there is
 //! something to complete or to submit.
+//!
+//! Two cases go around the ring because direct calls measured cheaper there: a lone datagram
+//! queued on an idle ring leaves with one non-blocking `sendto`/`sendmsg` (one system call
+//! either way), and a socket opened with [`super::UdpOptions::busy_poll`] receives with direct
+//! non-blocking calls in every poll instead of the multishot receive.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,6 +18,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
+use super::direct::{self, BatchRecv, Sent};
 use super::gso;
 use super::sockaddr;
 use super::{Backend, DatagramIo, IoCounters};
@@ -116,6 +122,35 @@ impl Slot {
     }
 }
 
+/// Send slot `i` is done with `result` (bytes sent, or a negative errno): it goes back to `free`
+/// and the counters take the outcome. A failed segmented send turns `gso` off.
+fn send_done(
+    free: &mut Vec<usize>,
+    slots: &[Slot],
+    counters: &mut IoCounters,
+    gso: &mut bool,
+    i: usize,
+    result: i32,
+) {
+    free.push(i);
+    let segs = slots[i].segs as u64;
+    if result < 0 {
+        counters.send_errors += segs;
+        if segs > 1 && *gso {
+            // E.g. a device without checksum offload: the datagrams are lost (the protocol
+            // recovers them) and sends go one by one from now on.
+            log::warn!(
+                "segmented UDP send failed ({}); sending datagrams one by one",
+                std::io::Error::from_raw_os_error(-result)
+            );
+            *gso = false;
+        }
+    } else {
+        counters.sent += segs;
+        counters.segmented_sends += u64::from(segs > 1);
+    }
+}
+
 /// A UDP socket driven through io_uring.
 pub struct UringUdp {
     // Declared first so it is dropped first; `Drop` has already waited for every operation that
@@ -150,6 +185,9 @@ pub struct UringUdp {
     /// The ring runs completions cooperatively: the kernel flags pending work in the submission
     /// ring instead of interrupting the thread, and `poll` enters the kernel only then.
     coop: bool,
+    /// Busy-poll receive (see [`super::UdpOptions::busy_poll`]): datagrams are read with a
+    /// direct `recvmmsg` in every `poll` and no multishot receive is armed.
+    direct_rx: Option<BatchRecv>,
 }
 
 // SAFETY: the raw pointers inside the slots, the receive header and the buffer ring point only
@@ -205,8 +243,10 @@ impl UringUdp {
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // Coalesced receives only when a buffer holds a whole train (up to 64 KiB); with
         // smaller buffers a train would be cut and lost.
-        let gro =
-            opts.coalesce_receive && max_datagram >= 65535 && gso::enable_gro(socket.as_raw_fd());
+        let gro = !opts.busy_poll
+            && opts.coalesce_receive
+            && max_datagram >= 65535
+            && gso::enable_gro(socket.as_raw_fd());
         if gro {
             recv_msg.msg_controllen = gso::space(std::mem::size_of::<libc::c_int>());
         }
@@ -229,16 +269,19 @@ impl UringUdp {
             armed: false,
             coop,
             recv_error: None,
+            direct_rx: opts.busy_poll.then(|| BatchRecv::new(max_datagram)),
         };
         Ok(u)
     }
 
-    /// Posts the multishot receive, once.
+    /// Posts the multishot receive, once (not at all when receiving directly).
     fn arm(&mut self) -> std::io::Result<()> {
         if !self.armed {
             self.armed = true;
-            self.post_recv()?;
-            self.submit()?;
+            if self.direct_rx.is_none() {
+                self.post_recv()?;
+                self.submit()?;
+            }
         }
         Ok(())
     }
@@ -291,25 +334,15 @@ impl UringUdp {
                 continue;
             }
             if ud & SEND_BIT != 0 {
-                let i = (ud & !SEND_BIT) as usize;
                 self.send_inflight -= 1;
-                self.free_send.push(i);
-                let segs = self.send[i].segs as u64;
-                if cqe.result() < 0 {
-                    self.counters.send_errors += segs;
-                    if segs > 1 && self.gso {
-                        // E.g. a device without checksum offload: the datagrams are lost (the
-                        // protocol recovers them) and sends go one by one from now on.
-                        log::warn!(
-                            "segmented UDP send failed ({}); sending datagrams one by one",
-                            std::io::Error::from_raw_os_error(-cqe.result())
-                        );
-                        self.gso = false;
-                    }
-                } else {
-                    self.counters.sent += segs;
-                    self.counters.segmented_sends += u64::from(segs > 1);
-                }
+                send_done(
+                    &mut self.free_send,
+                    &self.send,
+                    &mut self.counters,
+                    &mut self.gso,
+                    (ud & !SEND_BIT) as usize,
+                    cqe.result(),
+                );
             } else {
                 let flags = cqe.flags();
                 if !io_uring::cqueue::more(flags) {
@@ -336,9 +369,29 @@ impl UringUdp {
         }
     }
 
-    /// Hands the slot being filled to the ring: one SENDMSG, segmented when it holds several
+    /// Send slot `i` is done with `result` (bytes sent, or a negative errno): it is free again.
+    fn sent(&mut self, i: usize, result: i32) {
+        send_done(
+            &mut self.free_send,
+            &self.send,
+            &mut self.counters,
+            &mut self.gso,
+            i,
+            result,
+        );
+    }
+
+    /// Hands the slot being filled to the kernel: one SENDMSG, segmented when it holds several
     /// datagrams.
-    fn close_open(&mut self) -> std::io::Result<()> {
+    ///
+    /// With `direct` set and the ring idle (nothing queued in the submission ring, no send in
+    /// flight), the slot goes out with a direct non-blocking `sendmsg` instead: for a lone
+    /// slot that is one system call either way, and the direct call skips the ring's
+    /// submission and completion work (measured here: ~0.35 µs less per datagram on loopback).
+    /// Several slots queued in one iteration still go to the kernel together in one
+    /// `io_uring_enter`; a full socket buffer (`EAGAIN`) hands the slot to the ring, which waits
+    /// for room. Order is kept: a direct send happens only when no ring send is outstanding.
+    fn close_open(&mut self, direct: bool) -> std::io::Result<()> {
         let Some(i) = self.open.take() else {
             return Ok(());
         };
@@ -354,6 +407,23 @@ impl UringUdp {
             slot.msg.msg_control = slot.ctrl.as_mut_ptr().cast();
             slot.msg.msg_controllen = n;
         }
+        if direct && self.send_inflight == 0 && self.ring.submission().is_empty() {
+            self.counters.syscalls += 1;
+            // SAFETY: `slot.msg` was just armed to point at this slot's own buffer (`len`
+            // bytes), address and control buffer, all alive and unaliased during the call.
+            match unsafe { direct::send_msg(fd, &slot.msg) } {
+                Sent::Done => {
+                    self.sent(i, 0);
+                    return Ok(());
+                }
+                Sent::Failed(e) => {
+                    self.sent(i, -e);
+                    return Ok(());
+                }
+                Sent::WouldBlock => {}
+            }
+        }
+        let slot = &self.send[i];
         let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
             .build()
             .user_data(SEND_BIT | i as u64);
@@ -405,7 +475,7 @@ impl UringUdp {
         if let Some(e) = self.recv_error {
             return Err(std::io::Error::from_raw_os_error(-e));
         }
-        if self.armed && self.recv_inflight == 0 {
+        if self.armed && self.recv_inflight == 0 && self.direct_rx.is_none() {
             self.post_recv()?;
         }
         Ok(n)
@@ -476,7 +546,7 @@ impl DatagramIo for UringUdp {
                 slot.segs += 1;
                 return Ok(());
             }
-            self.close_open()?;
+            self.close_open(false)?;
         }
         while self.free_send.is_empty() {
             // All send slots are with the kernel: submit and wait for one to come back.
@@ -500,7 +570,7 @@ impl DatagramIo for UringUdp {
         on_recv: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> std::io::Result<usize> {
         self.arm()?;
-        self.close_open()?;
+        self.close_open(true)?;
         if self.coop && self.ring.submission().taskrun() {
             // Completions are pending in the kernel: one enter (with GETEVENTS) runs them and
             // submits whatever is queued.
@@ -508,7 +578,19 @@ impl DatagramIo for UringUdp {
         }
         self.reap_cq();
         let mut n = self.deliver(on_recv)?;
-        if n == 0 && !timeout.is_zero() {
+        if let Some(rx) = self.direct_rx.as_mut() {
+            let fd = self.socket.as_raw_fd();
+            n += rx.drain(fd, &mut self.counters, on_recv)?;
+            if n == 0 && !timeout.is_zero() {
+                if !self.ring.submission().is_empty() {
+                    self.submit()?;
+                }
+                direct::wait_readable(fd, timeout, &mut self.counters)?;
+                if let Some(rx) = self.direct_rx.as_mut() {
+                    n += rx.drain(fd, &mut self.counters, on_recv)?;
+                }
+            }
+        } else if n == 0 && !timeout.is_zero() {
             // One system call both submits what is queued and waits for the next completion.
             self.wait(timeout)?;
             self.reap_cq();
@@ -521,7 +603,7 @@ impl DatagramIo for UringUdp {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.close_open()?;
+        self.close_open(true)?;
         if !self.ring.submission().is_empty() {
             self.submit()?;
         }
