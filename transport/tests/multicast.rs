@@ -367,6 +367,73 @@ fn three_receivers(tag: &str, subnet: u8, n: u64, rates: Option<LossRates>) {
     drop(net);
 }
 
+/// Loss at one receiver only: only it NAKs, and every retransmission goes to it alone (the
+/// others see no duplicate). Loss on the sender's sends: every receiver misses the same
+/// packets, and their NAKs are answered to the group.
+#[test]
+fn multicast_naks_answered_to_one_receiver_or_to_the_group() {
+    for (tag, subnet, at_sender) in [("e", 5u8, false), ("f", 6, true)] {
+        let net = Net::new(tag, subnet, 3);
+        let proot = temp_root();
+        let p = primary(proot.path(), "feed");
+        let roots: Vec<_> = (0..3).map(|_| temp_root()).collect();
+        let rxs: Vec<_> = roots
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut spec = RxSpec::new(r.path());
+                if i == 0 && !at_sender {
+                    spec.loss = loss(LossRates::drop_only(0.05), 30, false);
+                }
+                start_rx(&net, i + 1, spec)
+            })
+            .collect();
+        let send_loss = if at_sender {
+            loss(LossRates::drop_only(0.05), 31, true)
+        } else {
+            None
+        };
+        let tx = start_tx(&net, proot.path(), send_loss, 3, None);
+        let n = 30_000;
+        let mut w = p.writer().unwrap();
+        for i in 0..n {
+            w.append(&payload(i)).unwrap();
+        }
+        let end = p.tail().0;
+        check_all(proot.path(), &roots, end, n);
+        let ts = tx.stats.clone();
+        tx.stop().unwrap();
+        let dups: Vec<u64> = rxs
+            .into_iter()
+            .map(|r| {
+                let s = r.stats.clone();
+                r.stop().unwrap();
+                s.duplicates.load(Ordering::Relaxed)
+            })
+            .collect();
+        let (all, group) = (
+            ts.retransmit_packets.load(Ordering::Relaxed),
+            ts.group_retransmit_packets.load(Ordering::Relaxed),
+        );
+        eprintln!("loss at the sender: {at_sender}; retransmitted {all}, to the group {group}; duplicates per receiver {dups:?}");
+        assert!(all > 0, "nothing was retransmitted");
+        if at_sender {
+            assert!(group > 0, "no retransmission went to the group");
+        } else {
+            assert_eq!(
+                group, 0,
+                "a retransmission for one receiver went to the group"
+            );
+            assert_eq!(
+                &dups[1..],
+                &[0, 0],
+                "receivers without loss got retransmissions"
+            );
+        }
+        drop(net);
+    }
+}
+
 #[test]
 fn multicast_three_receivers_identical() {
     three_receivers("a", 1, 100_000, None);

@@ -108,6 +108,9 @@ pub struct SenderStats {
     pub data_packets: AtomicU64,
     /// DATA packets sent in answer to NAKs.
     pub retransmit_packets: AtomicU64,
+    /// Multicast: of those, the ones sent to the whole group (several receivers missed them);
+    /// the others went to one receiver.
+    pub group_retransmit_packets: AtomicU64,
     /// NAK ranges received.
     pub naks: AtomicU64,
     /// Heartbeats sent.
@@ -772,9 +775,7 @@ impl UdpSender {
                 self.copies.send_range(start, end, &mut *self.io, dest)?
             {
                 budget = budget.saturating_sub(bytes);
-                self.stats
-                    .retransmit_packets
-                    .fetch_add(packets as u64, Ordering::Relaxed);
+                self.count_retransmits(packets as u64, to);
                 any = true;
                 continue;
             }
@@ -830,11 +831,20 @@ impl UdpSender {
                 // To one receiver: these packets leave now, the ones for the group later.
                 self.packer.flush(&mut *self.io, dest, &mut self.copies)?;
             }
-            self.stats
-                .retransmit_packets
-                .fetch_add(packets, Ordering::Relaxed);
+            self.count_retransmits(packets, to);
             any = true;
         }
         Ok(any)
+    }
+
+    fn count_retransmits(&self, packets: u64, to: Option<SocketAddr>) {
+        self.stats
+            .retransmit_packets
+            .fetch_add(packets, Ordering::Relaxed);
+        if to.is_none() && self.group.is_some() {
+            self.stats
+                .group_retransmit_packets
+                .fetch_add(packets, Ordering::Relaxed);
+        }
     }
 }
