@@ -134,7 +134,15 @@ pub fn uring_available() -> Result<(), String> {
 /// Binds a UDP socket at `addr` with the requested backend. With [`Backend::Auto`], falls back to
 /// plain sockets when io_uring is unavailable and logs a warning saying why.
 pub fn open_udp(addr: SocketAddr, opts: &UdpOptions) -> std::io::Result<Box<dyn DatagramIo>> {
-    let socket = bind_socket(addr, opts)?;
+    open_bound(bind_socket(addr, opts)?, opts)
+}
+
+/// Drives an already configured and bound non-blocking UDP socket (multicast sockets need
+/// options before `bind`) with the requested backend, falling back as [`open_udp`] does.
+pub fn open_bound(
+    socket: std::net::UdpSocket,
+    opts: &UdpOptions,
+) -> std::io::Result<Box<dyn DatagramIo>> {
     match opts.backend {
         Backend::Plain => Ok(Box::new(PlainUdp::new(socket, opts.max_datagram))),
         Backend::Uring => Ok(Box::new(UringUdp::new(socket, opts)?)),

@@ -1,9 +1,9 @@
 //! Multicast sockets (IPv4): the sender's socket that sends to a group, and a receiver's group
 //! socket (joined, bound to the group address) next to its unicast control socket.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use crate::io::{uring_available, Backend, DatagramIo, PlainUdp, UdpOptions, UringUdp};
+use crate::io::{open_bound, DatagramIo, UdpOptions};
 
 /// How multicast datagrams leave and arrive: the options of a
 /// `udp://GROUP:PORT?interface=ADDR&ttl=N&loop=0|1` URL.
@@ -52,28 +52,6 @@ fn new_socket(udp: &UdpOptions) -> std::io::Result<socket2::Socket> {
     Ok(s)
 }
 
-/// Drives a configured, bound socket with the requested backend (as [`crate::io::open_udp`]
-/// does for the sockets it binds itself).
-fn drive(socket: UdpSocket, udp: &UdpOptions) -> std::io::Result<Box<dyn DatagramIo>> {
-    match udp.backend {
-        Backend::Plain => Ok(Box::new(PlainUdp::new(socket, udp.max_datagram))),
-        Backend::Uring => Ok(Box::new(UringUdp::new(socket, udp)?)),
-        Backend::Auto => match uring_available() {
-            Ok(()) => match UringUdp::new(socket.try_clone()?, udp) {
-                Ok(u) => Ok(Box::new(u)),
-                Err(e) => {
-                    log::warn!("io_uring set-up failed ({e}); using plain non-blocking sockets");
-                    Ok(Box::new(PlainUdp::new(socket, udp.max_datagram)))
-                }
-            },
-            Err(why) => {
-                log::warn!("io_uring unavailable ({why}); using plain non-blocking sockets");
-                Ok(Box::new(PlainUdp::new(socket, udp.max_datagram)))
-            }
-        },
-    }
-}
-
 /// The local address unicast traffic of this host uses: the interface's, or any.
 fn local(opts: &MulticastOptions) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
@@ -95,7 +73,7 @@ pub(crate) fn sender_socket(
     s.set_multicast_ttl_v4(opts.ttl)?;
     s.set_multicast_loop_v4(opts.loopback)?;
     s.bind(&local(opts).into())?;
-    drive(s.into(), udp)
+    open_bound(s.into(), udp)
 }
 
 /// A receiver's group socket: bound to the group address and port (several receivers on one
@@ -109,7 +87,7 @@ pub(crate) fn group_socket(
     s.set_reuse_address(true)?;
     s.bind(&SocketAddr::V4(group).into())?;
     s.join_multicast_v4(group.ip(), &opts.interface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
-    drive(s.into(), udp)
+    open_bound(s.into(), udp)
 }
 
 /// A receiver's control socket: an ephemeral port of its own, from which it sends SETUP_ACK,
