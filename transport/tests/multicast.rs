@@ -506,6 +506,49 @@ fn multicast_receiver_evicted_then_restarted_catches_up() {
     drop(net);
 }
 
+/// The sender is stopped mid-stream (it sends CLOSE to the group) and a new one starts with a
+/// new session: every receiver resumes where its replica ends.
+#[test]
+fn multicast_sender_restarted_resumes() {
+    let net = Net::new("g", 7, 2);
+    let proot = temp_root();
+    let p = primary(proot.path(), "feed");
+    let roots: Vec<_> = (0..2).map(|_| temp_root()).collect();
+    let rxs: Vec<_> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, r)| start_rx(&net, i + 1, RxSpec::new(r.path())))
+        .collect();
+    let tx = start_tx(&net, proot.path(), None, 2, None);
+    let mut w = p.writer().unwrap();
+    let n = 60_000;
+    for i in 0..30_000 {
+        w.append(&payload(i)).unwrap();
+    }
+    let half = p.tail().0;
+    wait_replica(roots[0].path(), "feed", half / 2, Duration::from_secs(60));
+    tx.stop().unwrap();
+    for i in 30_000..n {
+        w.append(&payload(i)).unwrap();
+    }
+    let tx = start_tx(&net, proot.path(), None, 2, None);
+    let end = p.tail().0;
+    check_all(proot.path(), &roots, end, n);
+    let sessions = tx.stats.sessions.load(Ordering::Relaxed);
+    tx.stop().unwrap();
+    for r in rxs {
+        let s = r.stats.clone();
+        r.stop().unwrap();
+        assert_eq!(
+            s.sessions.load(Ordering::Relaxed),
+            2,
+            "one session per sender"
+        );
+    }
+    assert_eq!(sessions, 1);
+    drop(net);
+}
+
 /// A receiver that writes slowly bounds the sender: no receiver gets further ahead of it than
 /// its window, and none is overrun.
 #[test]
