@@ -342,6 +342,13 @@ impl UdpSender {
         match self.phase {
             Phase::Setup { nonce, last } => {
                 let quorum = self.cfg.min_receivers.max(1);
+                if let Some(g) = self.group.as_mut() {
+                    // A receiver that answered and went silent before the quorum does not count.
+                    let e = g.expire(now, self.cfg.session_timeout, Duration::MAX, self.sent);
+                    for id in e.dropped {
+                        log::info!("receiver {id:#x} silent while setting up: dropped");
+                    }
+                }
                 if self.group.as_ref().is_some_and(|g| g.len() >= quorum) {
                     self.establish_group(now)?;
                     work = true;
