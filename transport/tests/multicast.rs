@@ -604,3 +604,43 @@ fn multicast_slow_receiver_bounds_the_sender() {
     }
     drop(net);
 }
+
+/// Multi-destination unicast: one sender, three unicast receivers on loopback, every DATA sent
+/// to each, the same per-receiver flow control; 5 % loss on the sender's sends.
+#[test]
+fn multi_destination_unicast_three_receivers_with_loss() {
+    let proot = temp_root();
+    let p = primary(proot.path(), "feed");
+    let roots: Vec<_> = (0..3).map(|_| temp_root()).collect();
+    let started: Vec<_> = roots
+        .iter()
+        .map(|r| {
+            let mut c = ReceiverConfig::new("127.0.0.1:0".parse().unwrap());
+            c.session_timeout = Duration::from_secs(2);
+            start_receiver(r.path(), c)
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = started.iter().map(|(_, a)| *a).collect();
+    let mut c = SenderConfig::new(addrs[0]);
+    c.destinations = addrs[1..].to_vec();
+    c.min_receivers = 3;
+    c.setup_interval = Duration::from_millis(20);
+    c.loss = loss(LossRates::uniform(0.05), 40, true);
+    let tx = start_sender(proot.path(), "feed", c);
+    let n = 50_000;
+    let mut w = p.writer().unwrap();
+    for i in 0..n {
+        w.append(&payload(i)).unwrap();
+    }
+    let end = p.tail().0;
+    check_all(proot.path(), &roots, end, n);
+    let ts = tx.stats.clone();
+    tx.stop().unwrap();
+    for (r, _) in started {
+        let s = r.stats.clone();
+        r.stop().unwrap();
+        assert_eq!(s.beyond_window.load(Ordering::Relaxed), 0, "overrun");
+    }
+    assert_eq!(ts.receivers.load(Ordering::Relaxed), 3);
+    assert!(ts.retransmit_packets.load(Ordering::Relaxed) > 0);
+}

@@ -129,20 +129,25 @@ impl Packer {
         self.packets.len() + usize::from(self.open.is_some())
     }
 
-    /// Sends every packet to `to`, recording the kept ones in `sent`; returns how many.
+    /// Sends every packet to each address of `to` (all packets to the first, then all to the
+    /// next, so runs of equal-length datagrams to one address stay together), recording the
+    /// kept ones in `sent` once; returns how many packets.
     pub(crate) fn flush(
         &mut self,
         io: &mut dyn DatagramIo,
-        to: SocketAddr,
+        to: &[SocketAddr],
         sent: &mut SentPackets,
     ) -> std::io::Result<usize> {
         self.close();
         let n = self.packets.len();
+        for &addr in to {
+            for p in &self.packets {
+                io.send_to(&self.buf[p.bytes.clone()], addr)?;
+            }
+        }
         for p in self.packets.drain(..) {
-            let bytes = &self.buf[p.bytes];
-            io.send_to(bytes, to)?;
             if p.keep {
-                sent.push(p.start, p.end, bytes);
+                sent.push(p.start, p.end, &self.buf[p.bytes]);
             }
         }
         self.buf.clear();

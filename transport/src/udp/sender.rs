@@ -61,6 +61,10 @@ pub struct SenderConfig {
     /// Multicast (`remote` is an IPv4 group address): interface, TTL and loopback of the
     /// datagrams sent to the group. `bind` is not used then.
     pub multicast: MulticastOptions,
+    /// Multi-destination unicast: more receivers, each sent every DATA, HEARTBEAT, SETUP and
+    /// CLOSE as `remote` is (one datagram per destination), with the per-receiver flow control
+    /// of multicast. Empty: `remote` alone.
+    pub destinations: Vec<SocketAddr>,
     /// Multicast: receivers that must answer the set-up before the sender starts (Aeron's
     /// minimum group size; at least 1). Afterwards it sends while at least one receiver bounds
     /// it.
@@ -88,6 +92,7 @@ impl SenderConfig {
             idle_wait: Duration::from_micros(200),
             acks: None,
             multicast: MulticastOptions::default(),
+            destinations: Vec::new(),
             min_receivers: 1,
             stall_timeout: Duration::from_secs(5),
         }
@@ -150,8 +155,11 @@ pub struct UdpSender {
     /// Ranges retransmitted within the hold-off, and to whom (`None`: to `cfg.remote`, which
     /// is the group in multicast).
     recent: VecDeque<(NakRange, Instant, Option<SocketAddr>)>,
-    /// Multicast: the receivers and their flow control (`None` for unicast).
+    /// Multicast or several destinations: the receivers and their flow control (`None` for
+    /// one unicast receiver).
     group: Option<Members>,
+    /// Where DATA, HEARTBEAT, SETUP and CLOSE go: `remote`, then `destinations`.
+    targets: Vec<SocketAddr>,
     /// Nonce of the current set-up; SETUP_ACKs carrying it admit receivers.
     nonce: u64,
     /// Multicast: when a SETUP last went to a single receiver that did not know the session.
@@ -211,8 +219,11 @@ impl UdpSender {
         }
         let mut udp = cfg.udp.clone();
         udp.max_datagram = udp.max_datagram.max(cfg.mtu);
-        let group = multicast_group(cfg.remote).map(|_| Members::default());
-        let mut io = if group.is_some() {
+        let multicast = multicast_group(cfg.remote).is_some();
+        let group = (multicast || !cfg.destinations.is_empty()).then(Members::default);
+        let mut targets = vec![cfg.remote];
+        targets.extend(cfg.destinations.iter().copied());
+        let mut io = if multicast {
             sender_socket(&cfg.multicast, &udp)?
         } else {
             open_udp(bind, &udp)?
@@ -231,6 +242,7 @@ impl UdpSender {
             session,
             phase: Phase::Setup { nonce, last: None },
             group,
+            targets,
             nonce,
             last_join_setup: None,
             refused: Vec::new(),
@@ -293,7 +305,10 @@ impl UdpSender {
     }
 
     fn send_control(&mut self, p: &Packet<'_>) -> Result<()> {
-        self.send_control_to(p, self.cfg.remote)
+        for i in 0..self.targets.len() {
+            self.send_control_to(p, self.targets[i])?;
+        }
+        Ok(())
     }
 
     /// Tells the receiver at `to` that `requested` is no longer retained.
@@ -366,7 +381,7 @@ impl UdpSender {
                 work |= self.ship_live()?;
                 let n = self
                     .packer
-                    .flush(&mut *self.io, self.cfg.remote, &mut self.copies)?;
+                    .flush(&mut *self.io, &self.targets, &mut self.copies)?;
                 if n > 0 || rtx {
                     // Fresh data leaves now rather than with the next iteration's poll: one
                     // submission for the whole batch either way, minus one loop of latency.
@@ -422,7 +437,10 @@ impl UdpSender {
     }
 
     fn send_setup(&mut self, nonce: u64) -> Result<()> {
-        self.send_setup_to(nonce, self.cfg.remote)
+        for i in 0..self.targets.len() {
+            self.send_setup_to(nonce, self.targets[i])?;
+        }
+        Ok(())
     }
 
     fn send_setup_to(&mut self, nonce: u64, to: SocketAddr) -> Result<()> {
@@ -778,9 +796,7 @@ impl UdpSender {
             };
             self.recent.push_back((NakRange { start, end }, now, to));
             let dest = to.unwrap_or(self.cfg.remote);
-            if let Some((packets, bytes)) =
-                self.copies.send_range(start, end, &mut *self.io, dest)?
-            {
+            if let Some((packets, bytes)) = self.resend_copies(start, end, to)? {
                 budget = budget.saturating_sub(bytes);
                 self.count_retransmits(packets as u64, to);
                 any = true;
@@ -803,7 +819,7 @@ impl UdpSender {
             if to.is_some() && self.packer.pending() > 0 {
                 // Packets for the group packed earlier in this loop go to the group.
                 self.packer
-                    .flush(&mut *self.io, self.cfg.remote, &mut self.copies)?;
+                    .flush(&mut *self.io, &self.targets, &mut self.copies)?;
             }
             let rtx = &mut self.rtx[k];
             let before = self.packer.pending();
@@ -836,12 +852,35 @@ impl UdpSender {
             let packets = self.packer.pending().saturating_sub(before) as u64;
             if to.is_some() {
                 // To one receiver: these packets leave now, the ones for the group later.
-                self.packer.flush(&mut *self.io, dest, &mut self.copies)?;
+                self.packer
+                    .flush(&mut *self.io, &[dest], &mut self.copies)?;
             }
             self.count_retransmits(packets, to);
             any = true;
         }
         Ok(any)
+    }
+
+    /// Sends the kept copies covering `[start, end)` to `to`, or to every target; `None` when
+    /// the copies do not cover the range.
+    fn resend_copies(
+        &mut self,
+        start: u64,
+        end: u64,
+        to: Option<SocketAddr>,
+    ) -> Result<Option<(usize, usize)>> {
+        if let Some(a) = to {
+            return Ok(self.copies.send_range(start, end, &mut *self.io, a)?);
+        }
+        let mut total = None;
+        for &t in &self.targets {
+            let Some((p, b)) = self.copies.send_range(start, end, &mut *self.io, t)? else {
+                return Ok(total);
+            };
+            let (tp, tb) = total.unwrap_or((0, 0));
+            total = Some((tp + p, tb + b));
+        }
+        Ok(total)
     }
 
     fn count_retransmits(&self, packets: u64, to: Option<SocketAddr>) {
