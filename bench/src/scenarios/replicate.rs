@@ -6,23 +6,30 @@
 //! 2. Sustained replication throughput of 64-byte messages with 0 % and 5 % of the datagrams dropped in each
 //!    direction (`rate::live`).
 //! 3. Catch-up rate of a receiver restarted after an outage (`rate::catch_up`).
+//! 4. The same latency and 64-byte throughput over TCP loopback, on io_uring and on plain sockets (`tcp`).
 //!
 //! Every throughput and catch-up run ends with a frame-by-frame comparison of replica and primary.
 
 mod latency;
 mod rate;
+mod tcp;
 
 use crate::cli::ReplicateArgs;
 use crate::error::{BenchError, Result};
 use crate::report::{Report, SystemResult, SystemRun};
 use crate::scenarios::Env;
 use crate::stats::new_histogram;
+use ringway_transport::io::Backend;
 
 use latency::LatencyPlan;
 use rate::{Rate, RatePlan, PAYLOAD};
 
 const UDP: &str = "udp-oneway";
 const REPLICATE: &str = "replicate-oneway";
+const TCP_ONEWAY: [(&str, Backend); 2] = [
+    ("replicate-tcp-oneway", Backend::Uring),
+    ("replicate-tcp-plain-oneway", Backend::Plain),
+];
 
 /// The machine's load averages (1, 5, 15 min) from /proc/loadavg.
 fn load() -> String {
@@ -60,6 +67,10 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
     };
     let mut udp: std::result::Result<_, String> = Ok((new_histogram(), String::new()));
     let mut rep: std::result::Result<_, String> = Ok((new_histogram(), String::new()));
+    let mut tcp_rep: Vec<std::result::Result<_, String>> = TCP_ONEWAY
+        .iter()
+        .map(|_| Ok((new_histogram(), String::new())))
+        .collect();
     for round in 0..rounds {
         if let Ok((h, mode)) = &mut udp {
             match latency::plain_udp(&plan) {
@@ -84,6 +95,21 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
                 Err(e) => rep = Err(e),
             }
             let _ = std::fs::remove_dir_all(&dir);
+        }
+        for ((_, backend), res) in TCP_ONEWAY.iter().zip(tcp_rep.iter_mut()) {
+            if let Ok((h, mode)) = res {
+                let dir = env.subdir(&format!("tcp-latency-{backend:?}-{round}"))?;
+                match tcp::latency(&plan, &dir, *backend) {
+                    Ok(m) => {
+                        h.add(&m.histogram)
+                            .map_err(|e| BenchError::system("replicate-tcp", e))?;
+                        *mode = m.backend;
+                        env.pins.extend(m.pins);
+                    }
+                    Err(e) => *res = Err(e),
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
     let mut runs = Vec::new();
@@ -113,6 +139,25 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
             "replication p50 / plain UDP one-way p50 = {:.2} (target <= 1.3)",
             r as f64 / u.max(1) as f64
         ));
+    }
+    for ((name, _), res) in TCP_ONEWAY.iter().zip(tcp_rep) {
+        match res {
+            Ok((h, backend)) => {
+                if let Some(u) = p50s.first() {
+                    notes.push(format!(
+                        "{name} p50 / plain UDP one-way p50 = {:.2}",
+                        h.value_at_quantile(0.5) as f64 / (*u).max(1) as f64
+                    ));
+                }
+                let mut r = SystemRun::measured(name, h);
+                r.result.mode = Some(format!(
+                    "append -> TCP sender -> TCP loopback -> TCP receiver -> replica Reader; {backend}; busy-poll, \
+                     one message in flight, {rounds} rounds"
+                ));
+                runs.push(r);
+            }
+            Err(e) => runs.push(SystemRun::skipped(name, e)),
+        }
     }
 
     let rplan = RatePlan {
@@ -150,7 +195,18 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
             rate::live(&dir, &rplan, drop)
         };
         let _ = std::fs::remove_dir_all(&dir);
-        runs.push(rate_row(name, how, &rplan, measured, &mut env, &mut notes));
+        let how = format!("{how}; MTU {}", rplan.mtu);
+        runs.push(rate_row(name, &how, measured, &mut env, &mut notes));
+    }
+    for (name, backend) in [
+        ("replicate-tcp-throughput", Backend::Uring),
+        ("replicate-tcp-plain-throughput", Backend::Plain),
+    ] {
+        let dir = env.subdir(name)?;
+        let measured = tcp::live(&dir, &rplan, backend);
+        let _ = std::fs::remove_dir_all(&dir);
+        let how = format!("live writer, TCP loopback, {backend:?} sockets");
+        runs.push(rate_row(name, &how, measured, &mut env, &mut notes));
     }
     notes.push(format!(
         "threads: latency sender side on core {:?}, receiver side on core {:?}; throughput sender on core {:?}, \
@@ -167,7 +223,6 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
 fn rate_row(
     name: &str,
     how: &str,
-    plan: &RatePlan,
     measured: std::result::Result<Rate, String>,
     env: &mut Env,
     notes: &mut Vec<String>,
@@ -180,7 +235,7 @@ fn rate_row(
             res.msgs_per_sec = Some(r.msgs_per_sec);
             res.bytes_per_sec = Some(r.msgs_per_sec * PAYLOAD as f64);
             res.samples = Some(r.messages);
-            res.mode = Some(format!("{how}; {} messages, MTU {}", r.messages, plan.mtu));
+            res.mode = Some(format!("{how}; {} messages", r.messages));
             notes.push(format!("{name}: {}", r.detail));
             env.pins.extend(r.pins);
             SystemRun::row(res)

@@ -61,27 +61,27 @@ pub struct Measured {
 
 type Res<T> = std::result::Result<T, String>;
 
-fn text(e: impl std::fmt::Display) -> String {
+pub(super) fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
 /// Writes the sequence number and the send timestamp into the first 16 bytes.
-fn stamp(buf: &mut [u8], seq: u64, ts: u64) {
+pub(super) fn stamp(buf: &mut [u8], seq: u64, ts: u64) {
     buf[..8].copy_from_slice(&seq.to_le_bytes());
     buf[8..16].copy_from_slice(&ts.to_le_bytes());
 }
 
 /// The receiving side's bookkeeping: checks order, records after the warm-up, releases the next send.
-struct Recorder {
-    hist: Histogram<u64>,
-    next: u64,
+pub(super) struct Recorder {
+    pub(super) hist: Histogram<u64>,
+    pub(super) next: u64,
     warmup: u64,
     timer: Timer,
     ack: Arc<AtomicU64>,
 }
 
 impl Recorder {
-    fn new(plan: &LatencyPlan, ack: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(plan: &LatencyPlan, ack: Arc<AtomicU64>) -> Self {
         Recorder {
             hist: new_histogram(),
             next: 0,
@@ -92,7 +92,7 @@ impl Recorder {
     }
 
     /// One received payload, read at `now`.
-    fn on_message(&mut self, payload: &[u8], now: u64) -> Res<()> {
+    pub(super) fn on_message(&mut self, payload: &[u8], now: u64) -> Res<()> {
         if payload.len() < 16 {
             return Err(format!("message of {} bytes", payload.len()));
         }
@@ -112,7 +112,7 @@ impl Recorder {
 }
 
 /// Spins until the receiving side has recorded `count` messages, calling `step` in between.
-fn wait_ack(
+pub(super) fn wait_ack(
     ack: &AtomicU64,
     count: u64,
     timeout: Duration,
@@ -127,7 +127,7 @@ fn wait_ack(
     Ok(())
 }
 
-fn join<T>(h: std::thread::JoinHandle<Res<T>>, what: &str) -> Res<T> {
+pub(super) fn join<T>(h: std::thread::JoinHandle<Res<T>>, what: &str) -> Res<T> {
     h.join().map_err(|_| format!("{what} thread panicked"))?
 }
 

@@ -141,7 +141,7 @@ fn start_sender(
 }
 
 /// Primary and replica roots under `dir`, and the primary stream (append-only, 64 MiB segments, holds the run).
-fn streams(dir: &Path) -> Res<(Stream, PathBuf)> {
+pub(super) fn streams(dir: &Path) -> Res<(Stream, PathBuf)> {
     let (proot, rroot) = (dir.join("primary"), dir.join("replica"));
     for d in [&proot, &rroot] {
         std::fs::create_dir_all(d).map_err(text)?;
@@ -155,7 +155,7 @@ fn streams(dir: &Path) -> Res<(Stream, PathBuf)> {
     Ok((primary, rroot))
 }
 
-fn append(primary: &Stream, n: u64) -> Res<()> {
+pub(super) fn append(primary: &Stream, n: u64) -> Res<()> {
     let mut w = primary.writer().map_err(text)?;
     let mut msg = [0u8; PAYLOAD];
     for i in 0..n {
@@ -166,7 +166,7 @@ fn append(primary: &Stream, n: u64) -> Res<()> {
 }
 
 /// Waits until the receiver's replica position reaches `end`.
-fn wait_replicated(stats: &ReceiverStats, end: u64, timeout: Duration) -> Res<()> {
+pub(super) fn wait_replicated(stats: &ReceiverStats, end: u64, timeout: Duration) -> Res<()> {
     let t0 = Instant::now();
     // Relaxed: a statistic written by the receiver thread; only its value is needed here.
     while stats.position.load(Ordering::Relaxed) < end {
@@ -182,7 +182,7 @@ fn wait_replicated(stats: &ReceiverStats, end: u64, timeout: Duration) -> Res<()
 }
 
 /// Compares every frame of the replica with the primary up to `end`: same positions, same bytes.
-fn verify(primary: &Stream, rroot: &Path, end: u64) -> Res<()> {
+pub(super) fn verify(primary: &Stream, rroot: &Path, end: u64) -> Res<()> {
     let replica = Stream::open(rroot, NAME).map_err(text)?;
     let mut a = primary.reader(Start::Beginning).map_err(text)?;
     let mut b = replica.reader(Start::Beginning).map_err(text)?;
