@@ -9,7 +9,8 @@
 //!   agent); the other thread drives the `UdpReceiver` loop (the receiver agent, writing the replica) and polls a
 //!   ringway-core `Reader` of the replica between iterations. Two agents on two cores is the deployment this
 //!   machine allows; with a separate writer and reader thread there would be four busy threads on two cores.
-//!   Both agents busy-poll (`idle_wait` zero) and the receiver does not coalesce receives (UDP_GRO off).
+//!   Both agents busy-poll (`idle_wait` zero); the receiver does not coalesce receives (UDP_GRO off) and receives
+//!   with direct calls in every iteration (`UdpOptions::busy_poll`), as the plain UDP receiver does.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -200,8 +201,10 @@ pub fn replication(plan: &LatencyPlan, dir: &Path) -> Res<Measured> {
     let mut rc = ReceiverConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     rc.idle_wait = Duration::ZERO;
     // Latency-tuned receiver: no receive coalescing (it adds a few hundred ns per datagram when
-    // datagrams arrive one at a time).
+    // datagrams arrive one at a time), and busy-poll receive (direct receive calls in every
+    // iteration instead of the multishot receive's wake-up path; see `UdpOptions::busy_poll`).
     rc.udp.coalesce_receive = false;
+    rc.udp.busy_poll = true;
     let mut receiver =
         UdpReceiver::new(Box::new(CoreStore::new(&rroot, None)), rc).map_err(text)?;
     let mut sc = SenderConfig::new(receiver.local_addr().map_err(text)?);
