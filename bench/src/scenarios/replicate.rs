@@ -119,7 +119,7 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
         (
             REPLICATE,
             rep,
-            "append -> sender agent -> UDP loopback -> receiver agent (GRO off) -> replica Reader",
+            "append -> sender agent -> UDP loopback -> receiver agent (GRO off, busy-poll receive) -> replica Reader",
         ),
     ] {
         match res {
