@@ -125,7 +125,7 @@ impl Writer {
         let clear_to = size;
         crate::notify::register_writer_process();
         let mut preparer = Preparer::spawn(shared.clone());
-        preparer.request(seg.index() + 1);
+        preparer.request_now(seg.index() + 1);
         let max_message = shared.config.max_message_size as usize;
         let crc = shared.config.crc;
         Ok(Writer {
