@@ -1,6 +1,7 @@
 //! Authentication (argon2-hashed passwords) and per-user topic ACLs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -45,8 +46,9 @@ pub fn hash_password_with(
 /// Outcome of checking CONNECT credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
-    /// Accepted; the client acts with this identity.
-    Accepted(Identity),
+    /// Accepted; the client acts with this identity (shared by every client of the same user
+    /// when its ACL does not name the client id).
+    Accepted(Arc<Identity>),
     /// Unknown user or wrong password.
     BadCredentials,
     /// No username given and anonymous access is off.
@@ -91,7 +93,21 @@ impl Identity {
 pub struct Authenticator {
     allow_anonymous: bool,
     anonymous: Acl,
-    users: HashMap<String, (String, Acl)>,
+    /// The anonymous identity, when its ACL does not depend on the client id.
+    anonymous_shared: Option<Arc<Identity>>,
+    /// Username → (password hash, ACL, identity when the ACL does not depend on the client id).
+    users: HashMap<String, (String, Acl, Option<Arc<Identity>>)>,
+}
+
+/// The identity of `user` under `acl`, resolved once, unless the ACL names the client id (`%c`):
+/// connections of the same user then share it instead of each holding a copy of the ACL.
+fn shared_identity(user: Option<&str>, acl: &Acl) -> Option<Arc<Identity>> {
+    let per_client = acl
+        .publish
+        .iter()
+        .chain(&acl.subscribe)
+        .any(|f| f.contains("%c"));
+    (!per_client).then(|| Arc::new(resolve(user, "", acl)))
 }
 
 impl Authenticator {
@@ -100,10 +116,17 @@ impl Authenticator {
         Authenticator {
             allow_anonymous: config.allow_anonymous,
             anonymous: config.anonymous.clone(),
+            anonymous_shared: shared_identity(None, &config.anonymous),
             users: config
                 .users
                 .iter()
-                .map(|u| (u.username.clone(), (u.password_hash.clone(), u.acl.clone())))
+                .map(|u| {
+                    let shared = shared_identity(Some(&u.username), &u.acl);
+                    (
+                        u.username.clone(),
+                        (u.password_hash.clone(), u.acl.clone(), shared),
+                    )
+                })
                 .collect(),
         }
     }
@@ -119,20 +142,26 @@ impl Authenticator {
         match username {
             None => {
                 if self.allow_anonymous {
-                    AuthOutcome::Accepted(resolve(None, client_id, &self.anonymous))
+                    AuthOutcome::Accepted(match &self.anonymous_shared {
+                        Some(id) => id.clone(),
+                        None => Arc::new(resolve(None, client_id, &self.anonymous)),
+                    })
                 } else {
                     AuthOutcome::NotAuthorized
                 }
             }
             Some(user) => {
-                let Some((hash, acl)) = self.users.get(user) else {
+                let Some((hash, acl, shared)) = self.users.get(user) else {
                     return AuthOutcome::BadCredentials;
                 };
                 let Ok(parsed) = PasswordHash::new(hash) else {
                     return AuthOutcome::BadCredentials;
                 };
                 if Argon2::default().verify_password(password, &parsed).is_ok() {
-                    AuthOutcome::Accepted(resolve(Some(user), client_id, acl))
+                    AuthOutcome::Accepted(match shared {
+                        Some(id) => id.clone(),
+                        None => Arc::new(resolve(Some(user), client_id, acl)),
+                    })
                 } else {
                     AuthOutcome::BadCredentials
                 }

@@ -1,10 +1,8 @@
 //! State shared by all connections: sessions, subscriptions, retained messages, the QoS 1
 //! duplicate filter, and the store path (route → ACL → validate → append).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -14,8 +12,9 @@ use crate::auth::{Authenticator, Identity};
 use crate::codec::Publish;
 use crate::config::Config;
 use crate::config::PayloadType;
-use crate::journal::{Journal, JournalError, RecordRef};
-use crate::meta::{MessageProperties, MqttMeta};
+use crate::dedup::{self, DuplicateFilter};
+use crate::journal::{AppendItem, Journal, JournalError, RecordRef};
+use crate::meta::{MessageProperties, MetaRef, MqttMeta};
 use crate::metrics::{Drop, Metrics};
 use crate::queue::OutQueue;
 use crate::route::RouteTable;
@@ -94,6 +93,9 @@ pub struct SessionData {
     pub incoming_qos2: HashSet<u16>,
     /// Next outbound packet id to try.
     pub next_pkid: u16,
+    /// QoS 1 duplicate filter of the client's publishes (kept with the session, so a persistent
+    /// session's resends after a reconnect are recognised).
+    pub dedup: DuplicateFilter,
 }
 
 /// Control part of a session, under a short std mutex.
@@ -106,6 +108,17 @@ pub struct SessionCtl {
     /// Session expiry interval in seconds (`u32::MAX` = never).
     pub expiry_secs: u32,
 }
+
+/// Kill reason (MQTT 5 DISCONNECT reason code) telling a connection another one took its session.
+pub const KILL_TAKEN_OVER: u8 = 0x8E;
+/// Kill reason telling a connection the gateway shuts down.
+pub const KILL_SHUTDOWN: u8 = 0x8B;
+/// Kill reason telling a connection its keep-alive expired.
+pub const KILL_KEEP_ALIVE: u8 = 0x8D;
+
+/// How often [`Broker::sweep_keep_alive`] runs: a silent client is disconnected at most this
+/// much later than 1.5 × its keep-alive.
+pub const KEEP_ALIVE_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A session: survives connections when it is persistent.
 #[derive(Debug)]
@@ -134,6 +147,13 @@ pub struct Session {
     lag: Mutex<HashMap<Arc<str>, u64>>,
     /// The session was written to the sessions log (so its removal must be logged too).
     persisted: AtomicBool,
+    /// When the attached connection last received a packet ([`Broker::now_ms`], wrapping).
+    /// Written by that connection, read by the keep-alive sweep; Relaxed: a stale value only
+    /// delays the sweep's decision to its next round.
+    last_rx_ms: AtomicU32,
+    /// How long the attached connection may stay silent (1.5 × keep-alive, ms; 0 = forever).
+    /// Relaxed as `last_rx_ms`.
+    silence_limit_ms: AtomicU32,
 }
 
 impl Session {
@@ -144,6 +164,7 @@ impl Session {
                 inflight: BTreeMap::new(),
                 incoming_qos2: HashSet::new(),
                 next_pkid: 1,
+                dedup: DuplicateFilter::default(),
             }),
             ctl: Mutex::new(SessionCtl::default()),
             online: AtomicBool::new(false),
@@ -152,7 +173,25 @@ impl Session {
             skip_live: Mutex::new(HashSet::new()),
             lag: Mutex::new(HashMap::new()),
             persisted: AtomicBool::new(false),
+            last_rx_ms: AtomicU32::new(0),
+            silence_limit_ms: AtomicU32::new(0),
         })
+    }
+
+    /// Notes that the attached connection received a packet at `now_ms` ([`Broker::now_ms`]).
+    pub fn touch(&self, now_ms: u32) {
+        // Relaxed: see `last_rx_ms`.
+        self.last_rx_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Starts keep-alive supervision of the attached connection at `now_ms`: it is told to end
+    /// (kill reason [`KILL_KEEP_ALIVE`]) after `keep_alive_secs` × 1.5 without a packet
+    /// (0: never).
+    pub fn supervise(&self, now_ms: u32, keep_alive_secs: u16) {
+        self.touch(now_ms);
+        let limit = u32::from(keep_alive_secs) * 1500;
+        // Relaxed: see `silence_limit_ms`.
+        self.silence_limit_ms.store(limit, Ordering::Relaxed);
     }
 
     /// Where the session resumes reading `stream` from the journal, while its queue overflowed
@@ -199,8 +238,42 @@ impl Session {
     }
 }
 
+/// A PUBLISH that passed the checks of [`Broker::prepare`], its meta encoded: ready to append.
+#[derive(Debug)]
+pub struct Prepared<'b> {
+    /// Stream to append to (the route's, or the dead-letter stream).
+    pub stream: &'b str,
+    /// (type id, schema version) of the frame.
+    typed: (u32, u16),
+    /// Where its meta is in the buffer given to `prepare`.
+    meta: std::ops::Range<usize>,
+    /// Failed the route's validation: appended to the dead-letter stream.
+    dead: bool,
+    /// Identity of a telemetry reading (typed routes).
+    reading: Option<ReadingId>,
+    /// Fingerprint of a QoS 1 message, for the duplicate filter.
+    hash: Option<u64>,
+}
+
+impl Prepared<'_> {
+    /// Identity of the telemetry reading it carries (typed routes).
+    pub fn reading(&self) -> Option<(u64, u32, u64)> {
+        self.reading
+    }
+
+    /// The frame to append: meta from `meta_buf` (the buffer given to `prepare`), payload from `p`.
+    pub fn item<'a>(&self, meta_buf: &'a [u8], p: &'a Publish) -> AppendItem<'a> {
+        AppendItem {
+            type_id: self.typed.0,
+            schema_version: self.typed.1,
+            meta: &meta_buf[self.meta.clone()],
+            payload: &p.payload,
+        }
+    }
+}
+
 /// Result of storing a PUBLISH.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// Appended at this position of this stream.
     Stored(u64),
@@ -243,7 +316,9 @@ pub struct Broker {
     /// (under `sessions`) whenever subscriptions or sessions change.
     subscribers: RwLock<Arc<Vec<Arc<Session>>>>,
     retained: RwLock<HashMap<String, RetainedEntry>>,
-    dedup: Mutex<HashMap<String, HashMap<u16, u64>>>,
+    /// QoS 1 duplicate filters of clients that store without a session here (bridges), and,
+    /// between the start-up scan and [`Broker::restore_sessions`], of every client.
+    dedup: Mutex<HashMap<String, DuplicateFilter>>,
     /// Per device: readings already stored (firmware sequence numbers).
     devices: Mutex<HashMap<u64, SeqWindow>>,
     wakers: RwLock<HashMap<String, std::thread::Thread>>,
@@ -256,6 +331,10 @@ pub struct Broker {
     next_client_number: AtomicU64,
     /// (start of the current one-second window, CONNECTs admitted in it).
     connect_window: Mutex<(std::time::Instant, u32)>,
+    /// Origin of [`Broker::now_ms`].
+    epoch: std::time::Instant,
+    /// Set by [`Broker::disconnect_all`]: connections attaching afterwards end at once.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -337,13 +416,6 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn content_hash(topic: &str, payload: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    topic.hash(&mut h);
-    payload.hash(&mut h);
-    h.finish()
-}
-
 impl Broker {
     /// Builds the shared state.
     pub fn new(config: Config, journal: Arc<dyn Journal>, metrics: Arc<Metrics>) -> Self {
@@ -365,6 +437,69 @@ impl Broker {
             dispatch_locks: RwLock::default(),
             next_client_number: AtomicU64::new(1),
             connect_window: Mutex::new((std::time::Instant::now(), 0)),
+            epoch: std::time::Instant::now(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Milliseconds since the broker was built, wrapping every 49.7 days (compare with
+    /// `wrapping_sub`): the keep-alive clock.
+    pub fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    /// Tells every attached connection to end (gateway shutdown, MQTT 5 reason 0x8B); a
+    /// connection attaching afterwards sees [`Broker::is_closing`] and ends too.
+    pub fn disconnect_all(&self) {
+        // SeqCst (with the `ctl` lock below and in the handshake): either this loop finds the
+        // attaching connection's kill sender, or that connection sees the flag after installing
+        // it.
+        self.closing.store(true, Ordering::SeqCst);
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in sessions {
+            let kill = s.ctl.lock().unwrap_or_else(|p| p.into_inner()).kill.take();
+            if let Some(k) = kill {
+                let _ = k.send(KILL_SHUTDOWN);
+            }
+        }
+    }
+
+    /// True once [`Broker::disconnect_all`] was called.
+    pub fn is_closing(&self) -> bool {
+        // SeqCst: see `disconnect_all`.
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// One round of keep-alive supervision: tells every attached connection that has been
+    /// silent for longer than its limit to end. The gateway runs it every
+    /// [`KEEP_ALIVE_SWEEP`], instead of a timer in every connection (a timer is over 100 bytes
+    /// in each connection's state, and resetting it costs a lock of the timer wheel).
+    pub fn sweep_keep_alive(&self) {
+        let now = self.now_ms();
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let expired: Vec<Arc<Session>> = sessions
+            .values()
+            .filter(|s| {
+                // Relaxed: see the fields.
+                let limit = s.silence_limit_ms.load(Ordering::Relaxed);
+                limit > 0
+                    && s.online.load(Ordering::Relaxed)
+                    && now.wrapping_sub(s.last_rx_ms.load(Ordering::Relaxed)) > limit
+            })
+            .cloned()
+            .collect();
+        drop(sessions);
+        for s in expired {
+            let kill = s.ctl.lock().unwrap_or_else(|p| p.into_inner()).kill.take();
+            if let Some(k) = kill {
+                let _ = k.send(KILL_KEEP_ALIVE);
+            }
         }
     }
 
@@ -427,7 +562,7 @@ impl Broker {
         if let Some(existing) = sessions.get(client_id) {
             let mut ctl = existing.ctl.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kill) = ctl.kill.take() {
-                let _ = kill.send(0x8E);
+                let _ = kill.send(KILL_TAKEN_OVER);
             }
             ctl.generation += 1;
             drop(ctl);
@@ -488,11 +623,6 @@ impl Broker {
                 .subscriptions
                 .fetch_sub(n as u64, Ordering::Relaxed);
             self.rebuild_subscribers(&sessions);
-            // Only a resumed session can resend with DUP: the filter entries go with it.
-            self.dedup
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&session.client_id);
             // Under `sessions`: see `log_session`.
             self.forget_session(session);
         }
@@ -669,11 +799,19 @@ impl Broker {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         self.rebuild_subscribers(&sessions);
         // The start-up scan saw every publisher in the streams; only clients with a persistent
-        // session can resend with DUP after the restart, so keep just theirs.
-        self.dedup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|client, _| sessions.contains_key(client));
+        // session (and bridges) can resend with DUP after the restart: each session gets its own
+        // filter, bridges' stay here, the rest is dropped.
+        let mut dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
+        for (client, filter) in std::mem::take(&mut *dedup) {
+            if let Some(session) = sessions.get(&client) {
+                // Just created, offline: nobody else holds its data.
+                if let Ok(mut data) = session.data.try_lock() {
+                    data.dedup = filter;
+                }
+            } else if client.starts_with(crate::bridge::SESSION_PREFIX) {
+                dedup.insert(client, filter);
+            }
+        }
         Ok(count)
     }
 
@@ -921,8 +1059,10 @@ impl Broker {
         self.metrics.retained.store(live as u64, Ordering::Relaxed);
     }
 
-    /// Stores a PUBLISH (or will) from `client_id`: ACL, route, duplicate check, validation,
-    /// append. Returns only after the append committed (or failed).
+    /// Stores a PUBLISH (or will, or bridged message) from `client_id`: ACL, route, duplicate
+    /// check against the gateway-wide filter of clients without a session of their own here,
+    /// validation, append. Returns only after the append committed (or failed). Connections use
+    /// [`Broker::prepare`] and [`Broker::stored`] with their session's filter instead.
     pub fn store(
         &self,
         client_id: &str,
@@ -931,132 +1071,204 @@ impl Broker {
         v5: bool,
         qos2_duplicate: bool,
     ) -> StoreOutcome {
+        let mut meta = Vec::new();
+        let prepared = {
+            let dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+            self.prepare(
+                client_id,
+                identity,
+                p,
+                v5,
+                qos2_duplicate,
+                dedup.get(client_id),
+                &mut meta,
+            )
+        };
+        let prepared = match prepared {
+            Ok(prep) => prep,
+            Err(outcome) => return outcome,
+        };
+        let item = prepared.item(&meta, p);
+        match self.journal.append_typed(
+            prepared.stream,
+            item.type_id,
+            item.schema_version,
+            item.meta,
+            item.payload,
+        ) {
+            Ok(pos) => {
+                Metrics::inc(&self.metrics.appended);
+                let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                let filter = match (prepared.hash, p.pkid) {
+                    (Some(_), 1..) => Some(dedup.entry(client_id.to_owned()).or_default()),
+                    _ => None,
+                };
+                let outcome = self.stored(client_id, p, &prepared, pos, filter);
+                drop(dedup);
+                self.wake_after(prepared.stream, p.retain);
+                outcome
+            }
+            Err(e) => self.store_failed(prepared.stream, &e),
+        }
+    }
+
+    /// Checks and encodes a PUBLISH from `client_id` for appending: ACL, route, duplicate check
+    /// (QoS 2 resends: `qos2_duplicate`; QoS 1 resends with DUP: against `dedup`), route
+    /// validation (dead-letter on failure). The frame's meta is appended to `meta_buf`. `Err` is
+    /// the outcome of a message that is not to be appended.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare<'b>(
+        &'b self,
+        client_id: &str,
+        identity: &Identity,
+        p: &Publish,
+        v5: bool,
+        qos2_duplicate: bool,
+        dedup: Option<&DuplicateFilter>,
+        meta_buf: &mut Vec<u8>,
+    ) -> Result<Prepared<'b>, StoreOutcome> {
         if !identity.may_publish(&p.topic) {
             self.metrics.dropped(Drop::AclDenied);
-            return StoreOutcome::Denied;
+            return Err(StoreOutcome::Denied);
         }
         let Some(route) = self.routes.inbound(&p.topic) else {
             self.metrics.dropped(Drop::NoRoute);
-            return StoreOutcome::NoRoute;
+            return Err(StoreOutcome::NoRoute);
         };
         if qos2_duplicate {
             Metrics::inc(&self.metrics.duplicates_suppressed);
-            return StoreOutcome::Duplicate;
+            return Err(StoreOutcome::Duplicate);
         }
-        let hash = (p.qos == 1).then(|| content_hash(&p.topic, &p.payload));
-        if let Some(h) = hash {
-            if p.dup {
-                let dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-                if dedup.get(client_id).and_then(|m| m.get(&p.pkid)) == Some(&h) {
-                    Metrics::inc(&self.metrics.duplicates_suppressed);
-                    return StoreOutcome::Duplicate;
-                }
+        let hash = (p.qos == 1).then(|| dedup::fingerprint(&p.topic, &p.payload));
+        if let (Some(h), true, Some(d)) = (hash, p.dup, dedup) {
+            if d.is_duplicate(p.pkid, h) {
+                Metrics::inc(&self.metrics.duplicates_suppressed);
+                return Err(StoreOutcome::Duplicate);
             }
         }
-        let mut meta = MqttMeta {
-            topic: p.topic.clone(),
-            qos: p.qos,
-            retain: p.retain,
-            v5,
-            packet_id: p.pkid,
-            client_id: client_id.to_owned(),
-            key: route.key_for(&p.topic),
-            properties: p.properties.clone(),
-        };
-        let mut stream = route.stream.as_str();
-        let mut dead = false;
+        let mut dead_reason = None;
         if let Some(max) = route.max_payload_size {
             if p.payload.len() > max {
-                meta.properties.user_properties.push((
-                    "ringway-dead-letter-reason".into(),
-                    format!(
-                        "payload of {} bytes exceeds route limit {max}",
-                        p.payload.len()
-                    ),
+                dead_reason = Some(format!(
+                    "payload of {} bytes exceeds route limit {max}",
+                    p.payload.len()
                 ));
-                stream = &self.config.storage.dead_letter_stream;
-                dead = true;
             }
         }
         let mut typed = (0, 0);
         let mut reading = None;
-        if let (false, Some(PayloadType::Telemetry)) = (dead, route.payload_type) {
+        if let (None, Some(PayloadType::Telemetry)) = (&dead_reason, route.payload_type) {
             match telemetry_id(&p.payload) {
                 Ok(id) => {
                     if self.device_seen(id) {
                         Metrics::inc(&self.metrics.duplicates_suppressed);
-                        return StoreOutcome::Duplicate;
+                        return Err(StoreOutcome::Duplicate);
                     }
                     typed = (TELEMETRY_TYPE_ID, WIRE_SCHEMA_VERSION);
                     reading = Some(id);
                 }
                 Err(e) => {
-                    meta.properties.user_properties.push((
-                        "ringway-dead-letter-reason".into(),
-                        format!("payload is not a valid telemetry record: {e}"),
-                    ));
-                    stream = &self.config.storage.dead_letter_stream;
-                    dead = true;
+                    dead_reason = Some(format!("payload is not a valid telemetry record: {e}"));
                 }
             }
         }
-        let Ok(meta_bytes) = meta.encode() else {
-            return StoreOutcome::TooLarge;
+        let key = route.key_level.and_then(|l| topic::level(&p.topic, l));
+        let dead_properties;
+        let mut properties = &p.properties;
+        if let Some(reason) = &dead_reason {
+            let mut props = p.properties.clone();
+            props
+                .user_properties
+                .push(("ringway-dead-letter-reason".into(), reason.clone()));
+            dead_properties = props;
+            properties = &dead_properties;
+        }
+        let start = meta_buf.len();
+        let meta = MetaRef {
+            topic: &p.topic,
+            qos: p.qos,
+            retain: p.retain,
+            v5,
+            packet_id: p.pkid,
+            client_id,
+            key,
+            properties,
         };
-        match self
-            .journal
-            .append_typed(stream, typed.0, typed.1, &meta_bytes, &p.payload)
-        {
-            Ok(pos) => {
-                Metrics::inc(&self.metrics.appended);
-                if dead {
-                    Metrics::inc(&self.metrics.dead_letters);
-                    return StoreOutcome::DeadLetter;
-                }
-                if let Some(id) = reading {
-                    self.device_record(id);
-                }
-                // Without subscribers the tailer only looks at retained frames; it picks the
-                // others up at its next poll (`storage.poll_interval_us`) instead of costing a
-                // thread wake-up per message.
-                if p.retain || self.has_subscribers() {
-                    self.wake(stream);
-                }
-                if let Some(h) = hash {
-                    let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-                    match dedup.get_mut(client_id) {
-                        Some(m) => {
-                            m.insert(p.pkid, h);
-                        }
-                        None => {
-                            dedup.insert(client_id.to_owned(), HashMap::from([(p.pkid, h)]));
-                        }
-                    }
-                }
-                if p.retain {
-                    let d = Arc::new(Delivery {
-                        stream: Arc::from(stream),
-                        position: pos,
-                        next_position: pos + 1,
-                        timestamp_ns: now_ns(),
-                        topic: p.topic.clone(),
-                        qos: p.qos,
-                        retain: true,
-                        payload: p.payload.clone(),
-                        properties: p.properties.clone(),
-                        origin: client_id.to_owned(),
-                    });
-                    self.set_retained(&d);
-                }
-                StoreOutcome::Stored(pos)
-            }
-            Err(JournalError::TooLarge { .. }) => {
-                Metrics::inc(&self.metrics.append_errors);
-                StoreOutcome::TooLarge
-            }
-            Err(e) => {
+        if meta.encode_into(meta_buf).is_err() {
+            return Err(StoreOutcome::TooLarge);
+        }
+        let dead = dead_reason.is_some();
+        Ok(Prepared {
+            stream: if dead {
+                &self.config.storage.dead_letter_stream
+            } else {
+                &route.stream
+            },
+            typed,
+            meta: start..meta_buf.len(),
+            dead,
+            reading,
+            hash,
+        })
+    }
+
+    /// Bookkeeping after `prepared` (the PUBLISH `p`) was appended at `pos`: counters, the
+    /// device's stored readings, the duplicate filter (`dedup`), the retained set. Returns the
+    /// outcome to acknowledge with. The caller wakes the tailer ([`Broker::wake_after`]), once
+    /// per batch.
+    pub fn stored(
+        &self,
+        client_id: &str,
+        p: &Publish,
+        prepared: &Prepared<'_>,
+        pos: u64,
+        dedup: Option<&mut DuplicateFilter>,
+    ) -> StoreOutcome {
+        if prepared.dead {
+            Metrics::inc(&self.metrics.dead_letters);
+            return StoreOutcome::DeadLetter;
+        }
+        if let Some(id) = prepared.reading {
+            self.device_record(id);
+        }
+        // Packet id 0 is a will (never resent with DUP).
+        if let (Some(h), Some(d), 1..) = (prepared.hash, dedup, p.pkid) {
+            d.record(p.pkid, h);
+        }
+        if p.retain {
+            let d = Arc::new(Delivery {
+                stream: Arc::from(prepared.stream),
+                position: pos,
+                next_position: pos + 1,
+                timestamp_ns: now_ns(),
+                topic: p.topic.clone(),
+                qos: p.qos,
+                retain: true,
+                payload: p.payload.clone(),
+                properties: p.properties.clone(),
+                origin: client_id.to_owned(),
+            });
+            self.set_retained(&d);
+        }
+        StoreOutcome::Stored(pos)
+    }
+
+    /// Wakes the tailer of `stream` after appends to it. Without subscribers the tailer only
+    /// looks at retained frames; it picks the others up at its next poll
+    /// (`storage.poll_interval_us`) instead of costing a thread wake-up per batch.
+    pub fn wake_after(&self, stream: &str, retained: bool) {
+        if retained || self.has_subscribers() {
+            self.wake(stream);
+        }
+    }
+
+    /// The outcome of a failed append to `stream`.
+    pub fn store_failed(&self, stream: &str, e: &JournalError) -> StoreOutcome {
+        Metrics::inc(&self.metrics.append_errors);
+        match e {
+            JournalError::TooLarge { .. } => StoreOutcome::TooLarge,
+            e => {
                 log::error!("append to {stream} failed: {e}");
-                Metrics::inc(&self.metrics.append_errors);
                 StoreOutcome::Failed
             }
         }
@@ -1132,7 +1344,7 @@ impl Broker {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(m.client_id.clone())
                 .or_default()
-                .insert(m.packet_id, content_hash(&m.topic, r.payload));
+                .record(m.packet_id, dedup::fingerprint(&m.topic, r.payload));
         }
         if m.retain {
             if let Some(d) = self.delivery_of(stream, r) {

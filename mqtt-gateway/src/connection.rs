@@ -3,6 +3,7 @@
 //! inflight window. Every protocol error ends only this connection.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,19 +11,25 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::oneshot;
 
 use crate::auth::{AuthOutcome, Identity};
-use crate::broker::{Broker, Inflight, Outgoing, Session, SessionData, StoreOutcome, Subscription};
+use crate::broker::{
+    Broker, Inflight, Outgoing, Session, SessionData, StoreOutcome, Subscription, KILL_KEEP_ALIVE,
+    KILL_SHUTDOWN,
+};
 use crate::codec::{
     self, CodecError, ConnAckCode, ConnAckInfo, Connect, Inbound, Outbound, Publish,
     SubscribeFilter, Version, Will,
 };
+use crate::inbound::{Ack, InboundBatch};
 use crate::journal::{CursorCommitter, JournalReader};
 use crate::meta::MessageProperties;
 use crate::metrics::{Drop, Metrics};
 use crate::topic;
+
+/// A connection's [`InboundBatch`], allocated by its first PUBLISH.
+type Batch<'b> = Option<Box<InboundBatch<'b>>>;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,27 +67,24 @@ fn codec_reason(e: &CodecError) -> u8 {
 }
 
 /// Serves one accepted TCP socket until it closes.
-pub async fn serve(broker: Arc<Broker>, socket: TcpStream, shutdown: watch::Receiver<bool>) {
+/// A gateway shutdown ends it through [`Broker::disconnect_all`].
+pub async fn serve(broker: Arc<Broker>, socket: TcpStream) {
     let _ = socket.set_nodelay(true);
     let (rd, wr) = socket.into_split();
-    serve_halves(broker, rd, wr, shutdown).await;
+    serve_halves(broker, rd, wr).await;
 }
 
 /// Serves any byte stream (e.g. TLS over TCP) until it closes.
-pub async fn serve_stream<S>(broker: Arc<Broker>, stream: S, shutdown: watch::Receiver<bool>)
+pub async fn serve_stream<S>(broker: Arc<Broker>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    serve_halves(broker, rd, wr, shutdown).await;
+    serve_halves(broker, rd, wr).await;
 }
 
-async fn serve_halves<R, W>(
-    broker: Arc<Broker>,
-    mut rd: R,
-    mut wr: W,
-    shutdown: watch::Receiver<bool>,
-) where
+async fn serve_halves<R, W>(broker: Arc<Broker>, mut rd: R, mut wr: W)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
@@ -114,7 +118,7 @@ async fn serve_halves<R, W>(
     };
     Metrics::inc(&broker.metrics.connections);
     Metrics::inc(&broker.metrics.connections_total);
-    conn.run(rd, wr, inbuf, shutdown).await;
+    conn.run(rd, wr, inbuf).await;
     broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -227,16 +231,6 @@ async fn handshake<W: AsyncWrite + Unpin>(
         }
     };
 
-    let (session, resumed) = broker.attach(&client_id, c.clean_start);
-    let (kill_tx, kill_rx) = oneshot::channel();
-    let generation = {
-        let mut ctl = session.ctl.lock().unwrap_or_else(|p| p.into_inner());
-        ctl.kill = Some(kill_tx);
-        ctl.expiry_secs = c.session_expiry;
-        // Relaxed: see `Session::online`.
-        session.online.store(true, Ordering::Relaxed);
-        ctl.generation
-    };
     let mut keep_alive = c.keep_alive;
     let mut server_keep_alive = None;
     if cfg.max_keep_alive_secs > 0
@@ -246,6 +240,23 @@ async fn handshake<W: AsyncWrite + Unpin>(
         keep_alive = cfg.max_keep_alive_secs;
         server_keep_alive = Some(keep_alive);
     }
+    let (session, resumed) = broker.attach(&client_id, c.clean_start);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let generation = {
+        let mut ctl = session.ctl.lock().unwrap_or_else(|p| p.into_inner());
+        ctl.kill = Some(kill_tx);
+        ctl.expiry_secs = c.session_expiry;
+        // Relaxed: see `Session::online`.
+        session.online.store(true, Ordering::Relaxed);
+        session.supervise(broker.now_ms(), keep_alive);
+        // Shutting down already: end right after CONNACK (see `Broker::disconnect_all`).
+        if broker.is_closing() {
+            if let Some(k) = ctl.kill.take() {
+                let _ = k.send(KILL_SHUTDOWN);
+            }
+        }
+        ctl.generation
+    };
     let mut out = BytesMut::new();
     let _ = codec::encode(
         &Outbound::ConnAck {
@@ -271,13 +282,12 @@ async fn handshake<W: AsyncWrite + Unpin>(
         client_id,
         identity,
         will: c.will.map(Box::new),
-        keep_alive,
         window: cfg.max_inflight.min(c.receive_maximum).max(1) as usize,
         client_max_packet: c.max_packet_size.map(|m| m as usize),
         outbuf: out,
         pending: VecDeque::new(),
         resumed,
-        readers: HashMap::new(),
+        readers: None,
         persistent: c.session_expiry != 0,
         progress: None,
     })
@@ -290,10 +300,9 @@ struct Conn {
     kill_rx: Option<oneshot::Receiver<u8>>,
     version: Version,
     client_id: String,
-    identity: Identity,
+    identity: Arc<Identity>,
     /// Boxed: most clients have none, and the connection's task is sized by its fields.
     will: Option<Box<Will>>,
-    keep_alive: u16,
     /// Outbound inflight window (min of our max_inflight and the client's Receive Maximum).
     window: usize,
     client_max_packet: Option<usize>,
@@ -301,8 +310,8 @@ struct Conn {
     /// Retained messages owed after SUBSCRIBE (not subject to queue overflow).
     pending: VecDeque<Outgoing>,
     resumed: bool,
-    /// Journal readers of streams this session catches up on.
-    readers: HashMap<Arc<str>, Box<dyn JournalReader>>,
+    /// Journal readers of streams this session catches up on (allocated on first use).
+    readers: Option<Box<Readers>>,
     /// The session outlives the connection (its delivery progress goes to named cursors).
     persistent: bool,
     /// Delivery progress not yet committed (persistent sessions only; allocated on first use).
@@ -320,26 +329,27 @@ struct Progress {
     committers: HashMap<Arc<str>, Box<dyn CursorCommitter>>,
 }
 
+/// Journal readers of a catching-up session, by stream.
+type Readers = HashMap<Arc<str>, Box<dyn JournalReader>>;
+
+/// How soon a catching-up session looks at the journal again when nothing else happens.
+const CATCH_UP_RECHECK: Duration = Duration::from_millis(2);
+
 /// Frames read from the journal per catch-up step.
 const CATCH_UP_BATCH: usize = 64;
 
 enum Event {
-    Kill,
-    Shutdown,
+    /// Told to end (reason: one of the broker's `KILL_*`; `None`: the sender is gone).
+    Kill(Option<u8>),
     Read(std::io::Result<usize>),
     Out(Outgoing),
-    /// The keep-alive or catch-up timer fired.
+    /// The catch-up re-check timer fired.
     Timer,
 }
 
 impl Conn {
-    async fn run<R, W>(
-        &mut self,
-        mut rd: R,
-        mut wr: W,
-        mut inbuf: BytesMut,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
+    async fn run<R, W>(&mut self, mut rd: R, mut wr: W, mut inbuf: BytesMut)
+    where
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
     {
@@ -361,33 +371,41 @@ impl Conn {
         if self.resumed {
             self.resend_inflight(&mut data);
         }
+        // Take-over, shutdown and keep-alive expiry all arrive here (the broker's sweep watches
+        // the keep-alive, so the connection carries no timer of its own).
         let mut kill_rx = self.kill_rx.take().unwrap_or_else(|| oneshot::channel().1);
-        let ka =
-            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        let mut last_rx = Instant::now();
-        // One timer for the keep-alive and the catch-up re-check. It may fire early (the
-        // keep-alive deadline moves with every read, the timer only when it fires), never late.
-        let timer = tokio::time::sleep_until(next_keep_alive(ka, last_rx));
-        tokio::pin!(timer);
+        let mut burst = false;
+        // The catch-up re-check timer, allocated only while catching up.
+        let mut recheck: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let max = self.broker.config.mqtt.max_packet_size;
+        let broker = self.broker.clone();
+        // Allocated by the first PUBLISH (many connections only subscribe).
+        let mut batch: Batch<'_> = None;
         let exit = 'conn: loop {
-            // Handle every complete packet received so far (also bytes that came with CONNECT).
+            // Handle every complete packet received so far (also bytes that came with CONNECT);
+            // the PUBLISHes among them are stored together, then acknowledged.
             loop {
                 match codec::decode(&mut inbuf, self.version, max) {
                     Ok(None) => break,
                     Ok(Some(packet)) => {
-                        if let Err(exit) = self.on_packet(&mut data, packet) {
+                        if let Err(exit) = self.on_packet(&broker, &mut batch, &mut data, packet) {
+                            // Messages received before the failing packet are still stored.
+                            let _ = self.store_batch(&broker, &mut batch, &mut data);
                             break 'conn exit;
                         }
                     }
                     Err(e) => {
+                        let _ = self.store_batch(&broker, &mut batch, &mut data);
                         log::debug!("client {}: {e}", self.client_id);
                         Metrics::inc(&self.broker.metrics.protocol_errors);
                         break 'conn Exit::Protocol(codec_reason(&e));
                     }
                 }
             }
-            release_idle_buffer(&mut inbuf, INBUF_INITIAL);
+            if let Err(exit) = self.store_batch(&broker, &mut batch, &mut data) {
+                break 'conn exit;
+            }
+            size_input_buffer(&mut inbuf, burst);
             // Drain what can be sent: owed retained messages, then the queue.
             while data.inflight.len() < self.window {
                 if let Some(o) = self.pending.pop_front() {
@@ -396,9 +414,11 @@ impl Conn {
                     self.send_publish(&mut data, o, false);
                 } else if self.session.is_lagging() {
                     // The queue overflowed earlier: read the rest from the journal.
-                    let more =
-                        self.broker
-                            .catch_up(&self.session, &mut self.readers, CATCH_UP_BATCH);
+                    let more = self.broker.catch_up(
+                        &self.session,
+                        self.readers.get_or_insert_with(Box::default),
+                        CATCH_UP_BATCH,
+                    );
                     if more.is_empty() {
                         break;
                     }
@@ -422,30 +442,30 @@ impl Conn {
             // While catching up from the journal, look again shortly even if nothing else
             // happens (the tailer may still be dispatching up to where the reader is).
             if data.inflight.len() < self.window && self.session.is_lagging() {
-                let soon = Instant::now() + Duration::from_millis(2);
-                if soon < timer.deadline() {
-                    timer.as_mut().reset(soon);
+                if recheck.is_none() {
+                    recheck = Some(Box::pin(tokio::time::sleep(CATCH_UP_RECHECK)));
                 }
+            } else {
+                recheck = None;
             }
             let event = tokio::select! {
-                _ = &mut kill_rx => Event::Kill,
-                _ = shutdown.changed() => Event::Shutdown,
+                r = &mut kill_rx => Event::Kill(r.ok()),
                 r = rd.read_buf(&mut inbuf) => Event::Read(r),
                 o = session.queue.recv(), if can_send => Event::Out(o),
-                _ = &mut timer => Event::Timer,
+                _ = async { recheck.as_mut().expect("guarded").await }, if recheck.is_some() => Event::Timer,
             };
             match event {
-                Event::Kill => break Exit::TakenOver,
-                Event::Shutdown => break Exit::Shutdown,
-                Event::Timer => {
-                    if ka.is_some_and(|d| Instant::now() >= last_rx + d) {
-                        break Exit::KeepAlive;
-                    }
-                    timer.as_mut().reset(next_keep_alive(ka, last_rx));
-                }
+                Event::Kill(Some(KILL_SHUTDOWN)) => break Exit::Shutdown,
+                Event::Kill(Some(KILL_KEEP_ALIVE)) => break Exit::KeepAlive,
+                Event::Kill(_) => break Exit::TakenOver,
+                Event::Timer => recheck = None,
                 Event::Out(o) => self.send_publish(&mut data, o, false),
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => break Exit::Closed,
-                Event::Read(Ok(_)) => last_rx = Instant::now(),
+                Event::Read(Ok(n)) => {
+                    self.session.touch(broker.now_ms());
+                    // A read that filled the buffer probably left more in the socket.
+                    burst = n >= QUIET_READ || inbuf.len() == inbuf.capacity();
+                }
             }
         };
         if !self.outbuf.is_empty() && !matches!(exit, Exit::Closed) {
@@ -718,9 +738,21 @@ impl Conn {
         }
     }
 
-    fn on_packet(&mut self, data: &mut SessionData, packet: Inbound) -> Result<(), Exit> {
+    /// Handles one packet. A PUBLISH joins `batch`; any other packet is handled after the
+    /// messages before it are stored and acknowledged.
+    fn on_packet<'b>(
+        &mut self,
+        broker: &'b Broker,
+        batch: &mut Batch<'b>,
+        data: &mut SessionData,
+        packet: Inbound,
+    ) -> Result<(), Exit> {
+        if let Inbound::Publish(p) = packet {
+            return self.on_publish(broker, batch, data, p);
+        }
+        self.store_batch(broker, batch, data)?;
         match packet {
-            Inbound::Publish(p) => self.on_publish(data, p)?,
+            Inbound::Publish(_) => {}
             Inbound::PubAck(id) => {
                 if matches!(data.inflight.get(&id), Some(Inflight::Publish(o)) if o.qos == 1) {
                     if let Some(Inflight::Publish(o)) = data.inflight.remove(&id) {
@@ -801,11 +833,20 @@ impl Conn {
         Ok(())
     }
 
-    fn on_publish(&mut self, data: &mut SessionData, p: Publish) -> Result<(), Exit> {
-        let m = &self.broker.metrics;
-        Metrics::inc(&m.publish_in[usize::from(p.qos.min(2))]);
-        m.publish_in_bytes
-            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+    /// Checks a PUBLISH and adds it to `batch`. A QoS 1 resend (DUP) is checked against
+    /// everything stored before it and a QoS 2 message changes the session's QoS 2 state with its
+    /// acknowledgement, so these are stored on their own, after what is pending.
+    fn on_publish<'b>(
+        &mut self,
+        broker: &'b Broker,
+        batch: &mut Batch<'b>,
+        data: &mut SessionData,
+        p: Publish,
+    ) -> Result<(), Exit> {
+        let m = &broker.metrics;
+        batch
+            .get_or_insert_with(Box::default)
+            .count(p.qos, p.payload.len());
         if p.topic_alias.is_some() {
             // We announce Topic Alias Maximum 0.
             Metrics::inc(&m.protocol_errors);
@@ -817,17 +858,60 @@ impl Conn {
         }
         if p.qos == 2
             && !data.incoming_qos2.contains(&p.pkid)
-            && data.incoming_qos2.len() >= usize::from(self.broker.config.mqtt.max_inflight)
+            && data.incoming_qos2.len() >= usize::from(broker.config.mqtt.max_inflight)
         {
             Metrics::inc(&m.protocol_errors);
             return Err(Exit::Protocol(0x93));
         }
+        let alone = p.qos == 2 || p.dup;
+        if alone {
+            self.store_batch(broker, batch, data)?;
+        }
         let dup2 = p.qos == 2 && data.incoming_qos2.contains(&p.pkid);
         let v5 = self.version == Version::V5;
-        let outcome = self
-            .broker
-            .store(&self.client_id, &self.identity, &p, v5, dup2);
-        let reason = match outcome {
+        batch.get_or_insert_with(Box::default).add(
+            broker,
+            &self.client_id,
+            &self.identity,
+            p,
+            v5,
+            dup2,
+            &data.dedup,
+        );
+        if alone {
+            self.store_batch(broker, batch, data)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the pending PUBLISHes of `batch` and queues their acknowledgements.
+    fn store_batch<'b>(
+        &mut self,
+        broker: &'b Broker,
+        batch: &mut Batch<'b>,
+        data: &mut SessionData,
+    ) -> Result<(), Exit> {
+        let Some(batch) = batch.as_mut() else {
+            return Ok(());
+        };
+        let v5 = self.version == Version::V5;
+        // MQTT 3.1.1 has no negative acknowledgement: after a failed append nothing more is
+        // stored, the connection closes and the client resends.
+        batch.store(broker, &self.client_id, &mut data.dedup, !v5);
+        let mut result = Ok(());
+        for ack in batch.take_done() {
+            if result.is_ok() {
+                result = self.acknowledge(data, ack);
+            }
+        }
+        batch.trim();
+        result
+    }
+
+    /// Queues the acknowledgement of one stored (or refused) PUBLISH.
+    fn acknowledge(&mut self, data: &mut SessionData, ack: Ack) -> Result<(), Exit> {
+        let v5 = self.version == Version::V5;
+        let reason = match ack.outcome {
             StoreOutcome::Stored(_) | StoreOutcome::Duplicate => 0,
             StoreOutcome::Denied => 0x87,
             StoreOutcome::NoRoute => 0x90,
@@ -835,18 +919,18 @@ impl Conn {
             StoreOutcome::TooLarge => 0x97,
             StoreOutcome::Failed => 0x80,
         };
-        let not_stored = matches!(outcome, StoreOutcome::Failed | StoreOutcome::TooLarge);
-        if p.qos > 0 && not_stored && !v5 {
+        let not_stored = matches!(ack.outcome, StoreOutcome::Failed | StoreOutcome::TooLarge);
+        if ack.qos > 0 && not_stored && !v5 {
             return Err(Exit::StorageFailed);
         }
-        match p.qos {
+        match ack.qos {
             0 => {}
-            1 => self.out(Outbound::PubAck(p.pkid, reason)),
+            1 => self.out(Outbound::PubAck(ack.pkid, reason)),
             _ => {
                 if reason == 0 || !v5 {
-                    data.incoming_qos2.insert(p.pkid);
+                    data.incoming_qos2.insert(ack.pkid);
                 }
-                self.out(Outbound::PubRec(p.pkid, reason));
+                self.out(Outbound::PubRec(ack.pkid, reason));
             }
         }
         Ok(())
@@ -903,25 +987,69 @@ impl Conn {
     }
 }
 
-/// When the keep-alive expires after a packet received at `last_rx`; without keep-alive, a
-/// year from now (the timer then only serves the catch-up re-check).
-fn next_keep_alive(ka: Option<Duration>, last_rx: Instant) -> Instant {
-    match ka {
-        Some(d) => last_rx + d,
-        None => Instant::now() + Duration::from_secs(365 * 24 * 3600),
-    }
-}
-
 /// Initial capacity of a connection's input buffer.
 const INBUF_INITIAL: usize = 256;
 
 /// A buffer larger than this is given back once empty (it grew for a large packet or a burst).
 const KEEP_BUFFER: usize = 4 << 10;
 
+/// A read shorter than this (a PINGREQ, an acknowledgement, one small message) that did not fill
+/// the buffer counts as the connection being quiet; a longer one as a burst that may go on.
+const QUIET_READ: usize = 256;
+
+/// Input buffer room kept for a connection in a burst.
+const BURST_BUFFER: usize = 4 << 10;
+
+/// Sizes the (processed) input buffer before the next read: a quiet connection keeps none (its
+/// next read allocates a small one), so thousands of idle connections hold no buffers; one in a
+/// burst gets room for many packets per read.
+fn size_input_buffer(buf: &mut BytesMut, burst: bool) {
+    if !burst {
+        if buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+    } else if buf.is_empty() && buf.capacity() > 4 * BURST_BUFFER {
+        // It grew for a large packet: back to the burst size.
+        *buf = BytesMut::with_capacity(BURST_BUFFER);
+    } else {
+        buf.reserve(BURST_BUFFER);
+    }
+}
+
 /// Frees an empty buffer that grew past [`KEEP_BUFFER`], keeping `keep` bytes of capacity, so
 /// a connection that was busy once does not hold its peak memory while idle.
 fn release_idle_buffer(buf: &mut BytesMut, keep: usize) {
     if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
         *buf = BytesMut::with_capacity(keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::broker::Broker;
+    use crate::{Config, MemoryJournal};
+
+    /// Every connection's task holds the state of `serve`, also while idle: it must not grow
+    /// back (it was 1.4 KB with a keep-alive timer, a shutdown waiter and a queue waiter of its
+    /// own; the keep-alive is now swept by the broker and the waiters are a few words).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap();
+            let journal = Arc::new(MemoryJournal::new(1 << 20, 100));
+            let broker = Arc::new(Broker::new(Config::default(), journal, Default::default()));
+            let f = super::serve(broker, c);
+            let size = std::mem::size_of_val(&f);
+            assert!(size <= 768, "the connection future is {size} bytes");
+        });
     }
 }

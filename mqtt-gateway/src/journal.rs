@@ -66,6 +66,19 @@ pub struct RecordRef<'a> {
     pub payload: &'a [u8],
 }
 
+/// One frame of [`Journal::append_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct AppendItem<'a> {
+    /// User type id (0 for untyped payloads).
+    pub type_id: u32,
+    /// Schema version of a typed payload.
+    pub schema_version: u16,
+    /// Meta bytes (see [`crate::meta`]).
+    pub meta: &'a [u8],
+    /// Payload, stored verbatim.
+    pub payload: &'a [u8],
+}
+
 /// A storage of named streams.
 pub trait Journal: Send + Sync + 'static {
     /// Makes sure `stream` exists (creating it with the gateway's stream settings).
@@ -86,6 +99,28 @@ pub trait Journal: Send + Sync + 'static {
         meta: &[u8],
         payload: &[u8],
     ) -> Result<u64, JournalError>;
+
+    /// Appends `items` to `stream` in order, pushing each one's position to `positions` as it
+    /// commits. On error the items whose positions were pushed are committed, the next one is
+    /// the one that failed, and the rest were not attempted. Implementations take the stream's
+    /// writer once for the whole batch.
+    fn append_batch(
+        &self,
+        stream: &str,
+        items: &[AppendItem<'_>],
+        positions: &mut Vec<u64>,
+    ) -> Result<(), JournalError> {
+        for i in items {
+            positions.push(self.append_typed(
+                stream,
+                i.type_id,
+                i.schema_version,
+                i.meta,
+                i.payload,
+            )?);
+        }
+        Ok(())
+    }
 
     /// Opens a reader on `stream`.
     fn reader(&self, stream: &str, from: ReadFrom) -> Result<Box<dyn JournalReader>, JournalError>;

@@ -1,13 +1,15 @@
 //! [`Journal`] over ringway-core streams: the production storage of the gateway.
 //!
 //! One [`ringway_core::Writer`] per stream, opened lazily and kept behind a mutex (an append is a
-//! copy into the mapping, so the critical section is short). Streams the gateway creates use
+//! copy into the mapping, so the critical section is short; a connection appends everything it
+//! read in one go under one lock, [`Journal::append_batch`]). The stream table is read-mostly
+//! (an `RwLock`), so connections on both cores look their stream up without contending. Streams the gateway creates use
 //! `storage.segment_size`, `storage.crc`, `storage.multi_writer` and a maximum message size of
 //! `mqtt.max_packet_size` plus room for the metadata; existing streams are used as they are.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use ringway_core::{
     AppendOptions, CursorOptions, NamedReader, Position, Reader, Start, Stream, StreamConfig,
@@ -15,7 +17,9 @@ use ringway_core::{
 };
 
 use crate::config::Config;
-use crate::journal::{CursorCommitter, Journal, JournalError, JournalReader, ReadFrom, RecordRef};
+use crate::journal::{
+    AppendItem, CursorCommitter, Journal, JournalError, JournalReader, ReadFrom, RecordRef,
+};
 
 /// Room reserved for MQTT metadata on top of the largest packet.
 pub const META_ROOM: u64 = 64 << 10;
@@ -24,12 +28,53 @@ pub const META_ROOM: u64 = 64 << 10;
 pub struct CoreJournal {
     root: PathBuf,
     stream_config: StreamConfig,
-    streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+    streams: RwLock<HashMap<String, Arc<StreamEntry>>>,
 }
 
 struct StreamEntry {
     stream: Stream,
     writer: Mutex<Option<Writer>>,
+}
+
+impl StreamEntry {
+    /// The stream's writer, locked (opened on first use).
+    fn writer(&self, name: &str) -> Result<MutexGuard<'_, Option<Writer>>, JournalError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            *w = Some(self.stream.writer().map_err(|err| storage_err(name, err))?);
+        }
+        Ok(w)
+    }
+}
+
+/// Appends one frame with the locked writer `w` (opened by [`StreamEntry::writer`]). A storage
+/// failure drops the writer, so the next append reopens it (e.g. after writer recovery).
+fn append_one(
+    w: &mut Option<Writer>,
+    stream: &str,
+    item: &AppendItem<'_>,
+) -> Result<u64, JournalError> {
+    let Some(writer) = w.as_mut() else {
+        return Err(JournalError::Storage {
+            stream: stream.to_owned(),
+            message: "no writer".into(),
+        });
+    };
+    let opts = AppendOptions {
+        type_id: item.type_id,
+        schema_version: item.schema_version,
+        meta: item.meta,
+    };
+    match writer.append_with(&opts, item.payload) {
+        Ok(Position(p)) => Ok(p),
+        Err(err) => {
+            let err = storage_err(stream, err);
+            if matches!(err, JournalError::Storage { .. }) {
+                *w = None;
+            }
+            Err(err)
+        }
+    }
 }
 
 impl std::fmt::Debug for CoreJournal {
@@ -76,7 +121,7 @@ impl CoreJournal {
         Ok(CoreJournal {
             root,
             stream_config,
-            streams: Mutex::default(),
+            streams: RwLock::default(),
         })
     }
 
@@ -86,7 +131,15 @@ impl CoreJournal {
     }
 
     fn entry(&self, name: &str) -> Result<Arc<StreamEntry>, JournalError> {
-        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(e.clone());
+        }
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = streams.get(name) {
             return Ok(e.clone());
         }
@@ -115,31 +168,28 @@ impl Journal for CoreJournal {
         payload: &[u8],
     ) -> Result<u64, JournalError> {
         let e = self.entry(stream)?;
-        let mut w = e.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.is_none() {
-            *w = Some(e.stream.writer().map_err(|err| storage_err(stream, err))?);
-        }
-        let Some(writer) = w.as_mut() else {
-            return Err(JournalError::Storage {
-                stream: stream.to_owned(),
-                message: "no writer".into(),
-            });
-        };
-        let opts = AppendOptions {
+        let mut w = e.writer(stream)?;
+        let item = AppendItem {
             type_id,
             schema_version,
             meta,
+            payload,
         };
-        match writer.append_with(&opts, payload) {
-            Ok(Position(p)) => Ok(p),
-            Err(err) => {
-                let err = storage_err(stream, err);
-                if matches!(err, JournalError::Storage { .. }) {
-                    *w = None; // reopen on the next append (e.g. after writer recovery)
-                }
-                Err(err)
-            }
+        append_one(&mut w, stream, &item)
+    }
+
+    fn append_batch(
+        &self,
+        stream: &str,
+        items: &[AppendItem<'_>],
+        positions: &mut Vec<u64>,
+    ) -> Result<(), JournalError> {
+        let e = self.entry(stream)?;
+        let mut w = e.writer(stream)?;
+        for item in items {
+            positions.push(append_one(&mut w, stream, item)?);
         }
+        Ok(())
     }
 
     fn reader(&self, stream: &str, from: ReadFrom) -> Result<Box<dyn JournalReader>, JournalError> {
@@ -162,7 +212,7 @@ impl Journal for CoreJournal {
     fn flush(&self) -> Result<(), JournalError> {
         let streams: Vec<(String, Arc<StreamEntry>)> = self
             .streams
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

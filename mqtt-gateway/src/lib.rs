@@ -24,9 +24,10 @@
 //! C library). The connection state machine, sessions, routing and storage are ours
 //! ([`connection`], [`broker`], [`fanout`]). Why this and not an embedded broker:
 //!
-//! - **PUBACK after the append is structural here.** A connection handles a PUBLISH by calling the
-//!   journal append synchronously and only then queues the PUBACK/PUBREC bytes; no code path
-//!   acknowledges before [`journal::Journal::append`] returned. Embedded brokers acknowledge from
+//! - **PUBACK after the append is structural here.** A connection handles the PUBLISHes of one
+//!   read by appending them synchronously ([`inbound`]: one [`journal::Journal::append_batch`]
+//!   per stream) and only then queues their PUBACK/PUBREC bytes, written with one `write`; no
+//!   code path acknowledges before the append returned. Embedded brokers acknowledge from
 //!   their own session code: rmqtt 0.24's publish hooks run inside its pipeline and its storage
 //!   plugins are asynchronous message stores, so "ack only after our append" would mean relying
 //!   on hook ordering internals; rumqttd 0.20 serves MQTT 5 on a separate port with gaps and
@@ -46,8 +47,9 @@
 //! ## Guarantees and policies
 //!
 //! - **QoS 0** appended, never acknowledged. **QoS 1**: PUBACK after the append; a redelivery
-//!   (DUP set, same client id, packet id, topic and payload as the last one stored for that id)
-//!   is acknowledged without a second append. The filter is rebuilt from the streams at start-up
+//!   (DUP set, same client id, packet id, topic and payload as the last one stored for that id
+//!   among the client's last [`dedup::DUPLICATE_WINDOW`] QoS 1 messages) is acknowledged without
+//!   a second append. The filter is rebuilt from the streams at start-up
 //!   for the persistent sessions (only they can resend with DUP), so it survives restarts, and it
 //!   is dropped with its session. **QoS 2**: the message is appended when the PUBLISH arrives, PUBREC
 //!   follows; the packet id is remembered until PUBREL, so a resent PUBLISH is not appended twice
@@ -88,6 +90,9 @@
 //!   queued or unread), so after a crash (no clean disconnect) delivery resumes at the first
 //!   unacknowledged message: at least once, and only the in-flight window is sent twice.
 //! - Malformed packets close only their connection (MQTT 5: DISCONNECT 0x81/0x82/0x95 first).
+//! - **Keep-alive**: a connection silent for 1.5 × its keep-alive is closed (and its will
+//!   published) by the broker's sweep, which runs every [`broker::KEEP_ALIVE_SWEEP`]: up to that
+//!   much later than the deadline, and no timer in every connection.
 //!
 //! TLS (crate feature `tls`, off by default): a `[tls]` listener with rustls (ring provider),
 //! optionally requiring client certificates from a configured CA ([`config::TlsConfig`]).
@@ -104,7 +109,9 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod dedup;
 pub mod fanout;
+pub mod inbound;
 pub mod journal;
 pub mod journal_core;
 pub mod meta;

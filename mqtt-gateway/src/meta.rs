@@ -135,6 +135,50 @@ impl MqttMeta {
 
     /// Encodes, appending to `out` (which is left unchanged on error).
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MetaError> {
+        self.as_ref().encode_into(out)
+    }
+
+    /// The same fields, borrowed.
+    pub fn as_ref(&self) -> MetaRef<'_> {
+        MetaRef {
+            topic: &self.topic,
+            qos: self.qos,
+            retain: self.retain,
+            v5: self.v5,
+            packet_id: self.packet_id,
+            client_id: &self.client_id,
+            key: self.key.as_deref(),
+            properties: &self.properties,
+        }
+    }
+}
+
+/// The fields of an [`MqttMeta`], borrowed: what the gateway encodes for every PUBLISH without
+/// copying the topic, client id and properties first.
+#[derive(Debug, Clone, Copy)]
+pub struct MetaRef<'a> {
+    /// MQTT topic name.
+    pub topic: &'a str,
+    /// QoS the message was published with (0, 1 or 2).
+    pub qos: u8,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// True when received from an MQTT 5 client.
+    pub v5: bool,
+    /// Packet identifier as received.
+    pub packet_id: u16,
+    /// Client identifier of the publisher.
+    pub client_id: &'a str,
+    /// Routing key taken from a topic level.
+    pub key: Option<&'a str>,
+    /// MQTT 5 message properties.
+    pub properties: &'a MessageProperties,
+}
+
+impl MetaRef<'_> {
+    /// Encodes, appending to `out` (which is left unchanged on error); the same bytes as
+    /// [`MqttMeta::encode_into`].
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MetaError> {
         if self.qos > 2 {
             return Err(MetaError::BadFlags(self.qos));
         }
@@ -190,7 +234,9 @@ impl MqttMeta {
         }
         Ok(())
     }
+}
 
+impl MqttMeta {
     /// Decodes meta bytes written by [`MqttMeta::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
         let mut r = Cursor { bytes, at: 0 };

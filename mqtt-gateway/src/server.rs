@@ -166,7 +166,7 @@ impl Gateway {
                         _ = shutdown.changed() => break,
                         accepted = l.accept() => match accepted {
                             Ok((sock, _)) => {
-                                tokio::spawn(connection::serve(broker.clone(), sock, shutdown.clone()));
+                                tokio::spawn(connection::serve(broker.clone(), sock));
                             }
                             Err(e) => {
                                 log::warn!("accept failed: {e}");
@@ -174,6 +174,17 @@ impl Gateway {
                             }
                         }
                     }
+                }
+            }));
+        }
+        {
+            let broker = broker.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::broker::KEEP_ALIVE_SWEEP);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    broker.sweep_keep_alive();
                 }
             }));
         }
@@ -228,13 +239,10 @@ impl Gateway {
                             continue;
                         };
                         let _ = sock.set_nodelay(true);
-                        let (broker, acceptor, shutdown) =
-                            (broker.clone(), acceptor.clone(), shutdown.clone());
+                        let (broker, acceptor) = (broker.clone(), acceptor.clone());
                         tokio::spawn(async move {
                             match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                                Ok(Ok(stream)) => {
-                                    connection::serve_stream(broker, stream, shutdown).await
-                                }
+                                Ok(Ok(stream)) => connection::serve_stream(broker, stream).await,
                                 Ok(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
                                 Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                             }
@@ -311,6 +319,7 @@ impl Gateway {
     /// the journal.
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
         let _ = self.shutdown_tx.send(true);
+        self.broker.disconnect_all();
         // Let connections write their DISCONNECT and wills and park their sessions (up to 2 s),
         // and bridges disconnect.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -334,6 +343,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
+        self.broker.disconnect_all();
         for t in &self.tasks {
             t.abort();
         }
