@@ -76,7 +76,15 @@ pub struct StreamConfig {
     pub claim_timeout: Duration,
     /// How long a blocking cursor whose owner is gone keeps holding the writer back.
     pub cursor_timeout: Duration,
+    /// Slots in the named-cursor table (one per named cursor, 128 bytes each in the metadata
+    /// file): 1 ..= [`MAX_CURSOR_SLOTS`], 4,096 by default. Streams of format version 1 have 256.
+    pub cursor_slots: u32,
 }
+
+/// Default number of named-cursor slots of a new stream.
+pub const DEFAULT_CURSOR_SLOTS: u32 = 4096;
+/// Largest number of named-cursor slots (an 8 MiB table).
+pub const MAX_CURSOR_SLOTS: u32 = 65536;
 
 impl Default for StreamConfig {
     fn default() -> Self {
@@ -91,11 +99,17 @@ impl Default for StreamConfig {
             file_mode: 0o600,
             claim_timeout: Duration::from_secs(5),
             cursor_timeout: Duration::from_secs(30),
+            cursor_slots: DEFAULT_CURSOR_SLOTS,
         }
     }
 }
 
 impl StreamConfig {
+    /// Sets the number of named-cursor slots (1 ..= [`MAX_CURSOR_SLOTS`]).
+    pub fn cursor_slots(mut self, slots: u32) -> Self {
+        self.cursor_slots = slots;
+        self
+    }
     /// Sets the segment size (power of two, 64 KiB ..= 512 MiB).
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
@@ -199,6 +213,12 @@ impl StreamConfig {
                     "retention must keep at least 2 segments of bytes, got {b}"
                 ));
             }
+        }
+        if self.cursor_slots == 0 || self.cursor_slots > MAX_CURSOR_SLOTS {
+            return bad(format!(
+                "cursor slots {} must be between 1 and {MAX_CURSOR_SLOTS}",
+                self.cursor_slots
+            ));
         }
         if self.file_mode & !0o777 != 0 || self.file_mode & 0o600 != 0o600 {
             return bad(format!(

@@ -10,7 +10,7 @@
 //! that dies mid-batch sees the uncommitted messages again after a restart.
 
 use crate::error::{Error, Result};
-use crate::meta::{CURSOR_TABLE_LEN, CURSOR_TABLE_OFFSET};
+use crate::meta::CURSOR_TABLE_OFFSET;
 use crate::process::{current_pid, current_start_time, is_alive};
 use crate::reader::{Frame, Reader, Start};
 use crate::stream::Shared;
@@ -20,8 +20,6 @@ use std::sync::Arc;
 
 /// Longest cursor name in bytes.
 pub const MAX_CURSOR_NAME: usize = 64;
-/// Number of cursor slots.
-pub const CURSOR_SLOTS: usize = CURSOR_TABLE_LEN / 128;
 
 const FREE: u32 = 0;
 const CREATING: u32 = 1;
@@ -99,17 +97,30 @@ impl Default for CursorOptions {
     }
 }
 
-pub(crate) fn slots(s: &Shared) -> &[CursorSlot] {
-    // SAFETY: the metadata mapping is META_FILE_LEN bytes, so CURSOR_TABLE_OFFSET + CURSOR_TABLE_LEN
-    // is in bounds; the offset is 4096-aligned; CursorSlot is valid for any bit pattern and its
-    // shared fields are atomics (the name is only read after an Acquire of state ACTIVE and only
-    // written in state CREATING by the slot's creator).
+/// The whole cursor table.
+fn all_slots(s: &Shared) -> &[CursorSlot] {
+    // SAFETY: `MetaFile::open` checked that the mapping is CURSOR_TABLE_OFFSET + cursor_slots ×
+    // 128 bytes, so the table is in bounds; the offset is 4096-aligned; CursorSlot is valid for
+    // any bit pattern and its shared fields are atomics (the name is only read after an Acquire
+    // of state ACTIVE and only written in state CREATING by the slot's creator).
     unsafe {
         std::slice::from_raw_parts(
             s.meta.as_ptr().add(CURSOR_TABLE_OFFSET) as *const CursorSlot,
-            CURSOR_SLOTS,
+            s.config.cursor_slots as usize,
         )
     }
+}
+
+/// The slots that may be in use: up to the table's high-water mark (version 2), so lookups in a
+/// large, mostly unused table touch only the part that was ever used.
+pub(crate) fn slots(s: &Shared) -> &[CursorSlot] {
+    let all = all_slots(s);
+    if s.meta.header().version == 1 {
+        return all;
+    }
+    // Acquire: pairs with the creator's fetch_max, made before it publishes the slot ACTIVE.
+    let high = s.meta.get().cursors.high_water.load(Ordering::Acquire) as usize;
+    &all[..high.min(all.len())]
 }
 
 fn slot_name(slot: &CursorSlot) -> &[u8] {
@@ -137,12 +148,19 @@ fn find_or_create(s: &Shared, name: &str, start: u64, flags: u32) -> Result<usiz
     if let Some(i) = find(s, name) {
         return Ok(i);
     }
-    for (i, slot) in slots(s).iter().enumerate() {
+    for (i, slot) in all_slots(s).iter().enumerate() {
         if slot
             .state
             .compare_exchange(FREE, CREATING, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            // AcqRel: lookups that load the mark with Acquire and then see this slot ACTIVE
+            // (Release below) scan far enough to find it.
+            s.meta
+                .get()
+                .cursors
+                .high_water
+                .fetch_max(i as u32 + 1, Ordering::AcqRel);
             // Another process may have created the same name meanwhile: check again while we hold
             // an unpublished slot, and give it back if so.
             if let Some(j) = find(s, name) {
@@ -165,7 +183,9 @@ fn find_or_create(s: &Shared, name: &str, start: u64, flags: u32) -> Result<usiz
         }
     }
     Err(Error::InvalidConfig(format!(
-        "the cursor table is full ({CURSOR_SLOTS} cursors); delete unused cursors"
+        "the cursor table is full ({} cursors); delete unused cursors or create the stream \
+         with more cursor slots",
+        s.config.cursor_slots
     )))
 }
 

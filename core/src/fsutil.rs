@@ -31,11 +31,15 @@ pub fn create_file(path: &Path, mode: u32) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Writes `bytes` to a temporary file and renames it to `path`, so readers see all or nothing.
-pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+/// Writes `bytes` to a temporary file, extends it with zeros to `len` bytes (if longer) and
+/// renames it to `path`, so readers see all or nothing.
+pub fn write_file_atomically(path: &Path, bytes: &[u8], len: u64, mode: u32) -> Result<()> {
     let tmp = temp_sibling(path);
     let mut f = create_file(&tmp, mode)?;
     f.write_all(bytes).ctx("write", &tmp)?;
+    if len > bytes.len() as u64 {
+        f.set_len(len).ctx("extend", &tmp)?;
+    }
     f.sync_all().ctx("sync", &tmp)?;
     std::fs::rename(&tmp, path).ctx("rename into place", path)
 }

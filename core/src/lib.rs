@@ -80,7 +80,7 @@ mod writer;
 #[cfg(feature = "std")]
 pub use clock::{system_now_ns, EpochClock};
 #[cfg(feature = "std")]
-pub use config::{Retention, StreamConfig};
+pub use config::{Retention, StreamConfig, DEFAULT_CURSOR_SLOTS, MAX_CURSOR_SLOTS};
 #[cfg(feature = "std")]
 pub use cursor::{CursorInfo, CursorOptions, NamedReader};
 #[cfg(feature = "std")]

@@ -15,16 +15,22 @@ use std::time::Duration;
 
 /// First 8 bytes of every metadata file.
 pub const MAGIC: [u8; 8] = *b"RINGWAY\0";
-/// Format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version this build writes. It also reads version 1, whose cursor table always has
+/// 256 slots (version 2 records the count in the header).
+pub const FORMAT_VERSION: u32 = 2;
+/// Cursor slots of a version 1 stream.
+pub const V1_CURSOR_SLOTS: u32 = 256;
 /// Number of multi-writer slots.
 pub const WRITER_SLOTS: usize = 16;
 /// Offset of the cursor table.
 pub const CURSOR_TABLE_OFFSET: usize = 4096;
-/// Bytes reserved for the cursor table.
-pub const CURSOR_TABLE_LEN: usize = 256 * 128;
-/// Size of the metadata file.
-pub const META_FILE_LEN: usize = CURSOR_TABLE_OFFSET + CURSOR_TABLE_LEN;
+/// Bytes of one cursor slot.
+pub const CURSOR_SLOT_LEN: usize = 128;
+
+/// Size of the metadata file of a stream with `cursor_slots` cursor slots.
+pub fn meta_file_len(cursor_slots: u32) -> usize {
+    CURSOR_TABLE_OFFSET + cursor_slots as usize * CURSOR_SLOT_LEN
+}
 
 /// Header flag: the stream is a bounded ring.
 pub const FLAG_RING: u32 = 1;
@@ -67,8 +73,10 @@ pub struct MetaHeader {
     pub stream_id: u64,
     /// How long a blocking cursor whose owner is gone keeps holding the writer, in ns.
     pub cursor_timeout_ns: u64,
+    /// Slots in the cursor table (version 2; zero in version 1, meaning 256).
+    pub cursor_slots: u32,
     /// Zero.
-    pub reserved: [u8; 36],
+    pub reserved: [u8; 32],
     /// CRC32C of bytes 0..124.
     pub header_crc: u32,
 }
@@ -130,6 +138,14 @@ pub struct NotifyLine {
     pub waiters: AtomicU32,
 }
 
+/// Cursor-table bookkeeping.
+#[repr(C, align(128))]
+pub struct CursorLine {
+    /// One past the highest cursor slot ever taken (version 2; lookups scan no further). Only
+    /// grows (`fetch_max`).
+    pub high_water: AtomicU32,
+}
+
 /// A multi-writer registration.
 #[repr(C)]
 pub struct WriterSlot {
@@ -163,7 +179,8 @@ pub struct Meta {
     pub retention: RetentionLine,
     /// At 768.
     pub notify: NotifyLine,
-    _pad1: [u8; 128],
+    /// At 896.
+    pub cursors: CursorLine,
     /// At 1024.
     pub slots: [WriterSlot; WRITER_SLOTS],
     _pad2: [u8; 2048],
@@ -176,6 +193,7 @@ const _: () = {
     assert!(std::mem::offset_of!(Meta, claim) == 512);
     assert!(std::mem::offset_of!(Meta, retention) == 640);
     assert!(std::mem::offset_of!(Meta, notify) == 768);
+    assert!(std::mem::offset_of!(Meta, cursors) == 896);
     assert!(std::mem::offset_of!(Meta, slots) == 1024);
     assert!(std::mem::size_of::<WriterSlot>() == 64);
     assert!(std::mem::size_of::<Meta>() == CURSOR_TABLE_OFFSET);
@@ -216,7 +234,8 @@ impl MetaHeader {
             claim_timeout_ns: cfg.claim_timeout.as_nanos() as u64,
             stream_id,
             cursor_timeout_ns: cfg.cursor_timeout.as_nanos() as u64,
-            reserved: [0; 36],
+            cursor_slots: cfg.cursor_slots,
+            reserved: [0; 32],
             header_crc: 0,
         };
         h.header_crc = h.compute_crc();
@@ -252,6 +271,16 @@ impl MetaHeader {
             file_mode: self.file_mode,
             claim_timeout: Duration::from_nanos(self.claim_timeout_ns),
             cursor_timeout: Duration::from_nanos(self.cursor_timeout_ns),
+            cursor_slots: self.cursor_slot_count(),
+        }
+    }
+
+    /// Slots in the cursor table.
+    pub fn cursor_slot_count(&self) -> u32 {
+        if self.version == 1 {
+            V1_CURSOR_SLOTS
+        } else {
+            self.cursor_slots
         }
     }
 
@@ -269,7 +298,7 @@ impl MetaHeader {
                 self.magic
             ));
         }
-        if self.version != FORMAT_VERSION {
+        if self.version != FORMAT_VERSION && self.version != 1 {
             return Err(Error::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: self.version,
@@ -307,7 +336,9 @@ impl std::fmt::Debug for MetaFile {
 impl MetaFile {
     /// Writes a new metadata file at `path` (created with `mode`, header filled, atomics zero).
     pub fn write_new(path: &Path, header: &MetaHeader, first_position: u64) -> Result<()> {
-        let mut buf = vec![0u8; META_FILE_LEN];
+        // The cursor table starts zeroed: the file is extended past this page without writing
+        // it, so unused slots take no memory until they are touched.
+        let mut buf = vec![0u8; CURSOR_TABLE_OFFSET];
         // SAFETY: MetaHeader is 128 initialised bytes (see `bytes`).
         let hb =
             unsafe { std::slice::from_raw_parts(header as *const MetaHeader as *const u8, 128) };
@@ -321,7 +352,8 @@ impl MetaFile {
         let cur = fp + 24;
         let seg = first_position / header.segment_size;
         buf[cur..cur + 8].copy_from_slice(&seg.to_le_bytes());
-        crate::fsutil::write_file_atomically(path, &buf, header.file_mode)
+        let len = meta_file_len(header.cursor_slot_count()) as u64;
+        crate::fsutil::write_file_atomically(path, &buf, len, header.file_mode)
     }
 
     /// Maps and validates an existing metadata file.
@@ -332,11 +364,12 @@ impl MetaFile {
             .open(path)
             .ctx("open metadata", path)?;
         let len = file.metadata().ctx("stat metadata", path)?.len();
-        if len != META_FILE_LEN as u64 {
-            return Err(Error::CorruptFile {
-                path: path.to_path_buf(),
-                reason: format!("metadata file is {len} bytes, expected {META_FILE_LEN}"),
-            });
+        let short = |expected: u64| Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: format!("metadata file is {len} bytes, expected {expected}"),
+        };
+        if len < CURSOR_TABLE_OFFSET as u64 {
+            return Err(short(CURSOR_TABLE_OFFSET as u64));
         }
         let map = MmapRaw::map_raw(&file).ctx("map metadata", path)?;
         let meta = MetaFile {
@@ -345,6 +378,10 @@ impl MetaFile {
         };
         let header = meta.get().header;
         header.validate(path)?;
+        let expected = meta_file_len(header.cursor_slot_count()) as u64;
+        if len != expected {
+            return Err(short(expected));
+        }
         Ok(meta)
     }
 
@@ -356,7 +393,7 @@ impl MetaFile {
     /// The mapped layout.
     #[inline]
     pub fn get(&self) -> &Meta {
-        // SAFETY: the mapping is META_FILE_LEN >= size_of::<Meta>() bytes, page-aligned (so aligned
+        // SAFETY: the mapping is at least size_of::<Meta>() bytes (checked in `open`), page-aligned (so aligned
         // for Meta's 128-byte alignment), lives as long as `self`, and every field of Meta is valid
         // for any bit pattern (integers and atomics). The header is immutable after creation;
         // everything else is only accessed through atomics, so shared references are sound even

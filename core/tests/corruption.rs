@@ -244,12 +244,12 @@ fn bad_metadata_files_are_clear_errors() {
         }
     }
     let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&meta, &newer).unwrap();
     match Stream::open(root.path(), "s") {
         Err(Error::UnsupportedVersion {
             found, supported, ..
-        }) => assert_eq!((found, supported), (2, 1)),
+        }) => assert_eq!((found, supported), (3, 2)),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     std::fs::write(&meta, &good).unwrap();

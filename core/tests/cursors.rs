@@ -278,3 +278,112 @@ fn a_blocking_cursor_that_commits_rarely_still_lets_the_writer_go_round_the_ring
     }
     writer.join().unwrap();
 }
+
+/// A persistent-session server keeps one cursor per client: thousands per stream.
+#[test]
+fn thousands_of_named_cursors_fit_and_survive_reopening() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Stream::create(
+        d.path(),
+        "c",
+        &StreamConfig::default().segment_size(1 << 16),
+    )
+    .unwrap();
+    fill(&s, 3000);
+    for i in 0..3000u32 {
+        let mut r = s
+            .named_reader(&format!("session-{i}"), CursorOptions::default())
+            .unwrap();
+        // Cursor i consumes i messages.
+        if i > 0 {
+            assert_eq!(payloads(&mut r, i as usize).len(), i as usize);
+        }
+    }
+    drop(s);
+    let s = Stream::open(d.path(), "c").unwrap();
+    assert_eq!(s.cursors().len(), 3000);
+    for i in [0u32, 1, 255, 256, 257, 1000, 2999] {
+        let mut r = s
+            .named_reader(&format!("session-{i}"), CursorOptions::default())
+            .unwrap();
+        assert_eq!(payloads(&mut r, 1), vec![i], "cursor session-{i}");
+    }
+    // A deleted cursor's slot is reused; names stay unique.
+    s.cursor_delete("session-7").unwrap();
+    s.named_reader("late", CursorOptions::default()).unwrap();
+    assert_eq!(s.cursors().len(), 3000);
+}
+
+#[test]
+fn a_full_cursor_table_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default()
+        .segment_size(1 << 16)
+        .cursor_slots(3);
+    let s = Stream::create(d.path(), "c", &cfg).unwrap();
+    for name in ["a", "b", "c"] {
+        s.named_reader(name, CursorOptions::default()).unwrap();
+    }
+    // An existing name still opens.
+    s.named_reader("b", CursorOptions::default()).unwrap();
+    match s.named_reader("d", CursorOptions::default()) {
+        Err(e) => assert!(
+            e.to_string().contains("cursor table is full (3 cursors)"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a fourth cursor in a table of three"),
+    }
+    assert!(StreamConfig::default().cursor_slots(0).validate().is_err());
+    assert!(StreamConfig::default()
+        .cursor_slots(1 << 20)
+        .validate()
+        .is_err());
+}
+
+/// CRC32C (Castagnoli), bitwise: enough for re-sealing a forged header.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Streams written before the cursor table became sizeable (format version 1: 256 slots, no
+/// count in the header) still open, with their 256 slots.
+#[test]
+fn version_1_streams_open_with_their_256_cursor_slots() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig::default()
+        .segment_size(1 << 16)
+        .cursor_slots(256);
+    let s = Stream::create(d.path(), "old", &cfg).unwrap();
+    fill(&s, 10);
+    drop(s);
+    let meta = d.path().join("old").join("meta");
+    let mut m = std::fs::read(&meta).unwrap();
+    assert_eq!(m.len(), 4096 + 256 * 128);
+    m[8..12].copy_from_slice(&1u32.to_le_bytes());
+    m[88..92].copy_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c(&m[..124]);
+    m[124..128].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&meta, &m).unwrap();
+    let s = Stream::open(d.path(), "old").unwrap();
+    assert_eq!(s.config().cursor_slots, 256);
+    let mut r = s.named_reader("x", CursorOptions::default()).unwrap();
+    assert_eq!(payloads(&mut r, 100), (0..10).collect::<Vec<_>>());
+    for i in 1..256 {
+        s.named_reader(&format!("c{i}"), CursorOptions::default())
+            .unwrap();
+    }
+    assert!(s
+        .named_reader("one-too-many", CursorOptions::default())
+        .is_err());
+}

@@ -49,6 +49,9 @@ pub struct CreateArgs {
     /// Store a CRC32C per frame
     #[arg(long)]
     pub crc: bool,
+    /// Named-cursor slots: one per named reader or persistent MQTT session
+    #[arg(long, value_name = "N", default_value_t = ringway_core::DEFAULT_CURSOR_SLOTS)]
+    pub cursor_slots: u32,
     /// Let group members read and write the stream's files (mode 0660 instead of 0600)
     #[arg(long)]
     pub group: bool,

@@ -11,6 +11,7 @@ pub fn config(args: &CreateArgs, multi_writer: bool) -> StreamConfig {
     let mut cfg = StreamConfig::default()
         .segment_size(args.segment_size)
         .crc(args.crc)
+        .cursor_slots(args.cursor_slots)
         .multi_writer(multi_writer)
         .file_mode(if args.group { 0o660 } else { 0o600 });
     if let Some(m) = args.max_message_size {
