@@ -131,7 +131,8 @@ impl Packer {
 
     /// Sends every packet to each address of `to` (all packets to the first, then all to the
     /// next, so runs of equal-length datagrams to one address stay together), recording the
-    /// kept ones in `sent` once; returns how many packets.
+    /// kept ones in `sent` once; returns how many packets. The packets are handed to the kernel
+    /// ([`DatagramIo::flush`]) before they are recorded, so copying them is not on their way.
     pub(crate) fn flush(
         &mut self,
         io: &mut dyn DatagramIo,
@@ -144,6 +145,9 @@ impl Packer {
             for p in &self.packets {
                 io.send_to(&self.buf[p.bytes.clone()], addr)?;
             }
+        }
+        if n > 0 {
+            io.flush()?;
         }
         for p in self.packets.drain(..) {
             if p.keep {

@@ -236,6 +236,10 @@ impl UdpReceiver {
 
     /// One loop iteration: waits up to `idle_wait` for packets, handles them, sends NAK/STATUS.
     pub fn step(&mut self) -> Result<()> {
+        // Busy-polling (a poll that never waits), the clock is read before receiving, so no
+        // clock read lies between a datagram's arrival and its frames reaching the replica;
+        // after a poll that may have waited it is read then.
+        let early = self.cfg.idle_wait.is_zero().then(Instant::now);
         self.rx.clear();
         self.rx_meta.clear();
         // Multicast: while a gap is open, retransmissions come to the control socket.
@@ -264,7 +268,7 @@ impl UdpReceiver {
                 }
             }
         }
-        let now = Instant::now();
+        let now = early.unwrap_or_else(Instant::now);
         let rx = std::mem::take(&mut self.rx);
         let meta = std::mem::take(&mut self.rx_meta);
         for (r, from) in &meta {
