@@ -1,7 +1,7 @@
 //! State shared by all connections: sessions, subscriptions, retained messages, the QoS 1
 //! duplicate filter, and the store path (route → ACL → validate → append).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -90,7 +90,9 @@ pub struct SessionData {
     /// Outbound messages not yet acknowledged, by packet id (resent on reconnect).
     pub inflight: BTreeMap<u16, Inflight>,
     /// Inbound QoS 2 packet ids stored and PUBREC'd, waiting for PUBREL.
-    pub incoming_qos2: HashSet<u16>,
+    /// (At most `mqtt.max_inflight` ids: a vector, which allocates nothing for clients that never
+    /// publish QoS 2.)
+    pub incoming_qos2: Vec<u16>,
     /// Next outbound packet id to try.
     pub next_pkid: u16,
     /// QoS 1 duplicate filter of the client's publishes (kept with the session, so a persistent
@@ -139,12 +141,12 @@ pub struct Session {
     /// Retained messages already sent at SUBSCRIBE whose frames the tailer had not dispatched
     /// yet: (stream, position). The live copy is skipped so the client gets the message once,
     /// flagged retained.
-    skip_live: Mutex<HashSet<(Arc<str>, u64)>>,
+    skip_live: Mutex<Vec<(Arc<str>, u64)>>,
     /// Streams on which this session's queue overflowed, with the position to resume reading
     /// from. While a stream is here the fan-out sends nothing of it to this session; the
     /// connection reads it from the journal instead ([`Broker::catch_up`]) until it reaches
     /// the tailer, then hands back to live delivery.
-    lag: Mutex<HashMap<Arc<str>, u64>>,
+    lag: Mutex<StreamPositions>,
     /// The session was written to the sessions log (so its removal must be logged too).
     persisted: AtomicBool,
     /// When the attached connection last received a packet ([`Broker::now_ms`], wrapping).
@@ -162,7 +164,7 @@ impl Session {
             client_id: client_id.to_owned(),
             data: tokio::sync::Mutex::new(SessionData {
                 inflight: BTreeMap::new(),
-                incoming_qos2: HashSet::new(),
+                incoming_qos2: Vec::new(),
                 next_pkid: 1,
                 dedup: DuplicateFilter::default(),
             }),
@@ -170,8 +172,8 @@ impl Session {
             online: AtomicBool::new(false),
             queue: OutQueue::new(queue),
             subs: RwLock::new(Vec::new()),
-            skip_live: Mutex::new(HashSet::new()),
-            lag: Mutex::new(HashMap::new()),
+            skip_live: Mutex::new(Vec::new()),
+            lag: Mutex::new(StreamPositions::default()),
             persisted: AtomicBool::new(false),
             last_rx_ms: AtomicU32::new(0),
             silence_limit_ms: AtomicU32::new(0),
@@ -269,6 +271,46 @@ impl Prepared<'_> {
             meta: &meta_buf[self.meta.clone()],
             payload: &p.payload,
         }
+    }
+}
+
+/// Positions per stream of one session (a handful of streams at most): a vector, which costs a
+/// session one word less than a hash map and nothing until used.
+#[derive(Debug, Default)]
+pub struct StreamPositions(Vec<(Arc<str>, u64)>);
+
+impl StreamPositions {
+    /// The position recorded for `stream`.
+    pub fn get(&self, stream: &str) -> Option<&u64> {
+        self.0.iter().find(|(s, _)| **s == *stream).map(|(_, p)| p)
+    }
+
+    /// True when a position is recorded for `stream`.
+    pub fn contains_key(&self, stream: &str) -> bool {
+        self.get(stream).is_some()
+    }
+
+    /// Records `position` for `stream` (replacing any previous one).
+    pub fn insert(&mut self, stream: Arc<str>, position: u64) {
+        match self.0.iter_mut().find(|(s, _)| *s == stream) {
+            Some(e) => e.1 = position,
+            None => self.0.push((stream, position)),
+        }
+    }
+
+    /// Forgets `stream`'s position.
+    pub fn remove(&mut self, stream: &str) {
+        self.0.retain(|(s, _)| **s != *stream);
+    }
+
+    /// True when no position is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (stream, position) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &u64)> {
+        self.0.iter().map(|(s, p)| (s, p))
     }
 }
 
@@ -999,8 +1041,9 @@ impl Broker {
             let mut skip = session.skip_live.lock().unwrap_or_else(|p| p.into_inner());
             skip.retain(|(stream, pos)| *pos >= self.dispatched(stream));
             for d in &retained {
-                if d.position >= self.dispatched(&d.stream) {
-                    skip.insert((d.stream.clone(), d.position));
+                let key = (d.stream.clone(), d.position);
+                if d.position >= self.dispatched(&d.stream) && !skip.contains(&key) {
+                    skip.push(key);
                 }
             }
         }
@@ -1369,7 +1412,11 @@ impl Broker {
             };
             {
                 let mut skip = s.skip_live.lock().unwrap_or_else(|p| p.into_inner());
-                if !skip.is_empty() && skip.remove(&(d.stream.clone(), d.position)) {
+                let at = skip
+                    .iter()
+                    .position(|(st, pos)| *pos == d.position && *st == d.stream);
+                if let Some(i) = at {
+                    skip.swap_remove(i);
                     continue; // already sent as a retained message at SUBSCRIBE
                 }
             }

@@ -92,7 +92,13 @@ where
     let mut inbuf = BytesMut::with_capacity(INBUF_INITIAL);
     let max = broker.config.mqtt.max_packet_size;
     let deadline = Duration::from_secs(broker.config.mqtt.connect_timeout_secs.max(1));
-    let first = tokio::time::timeout(deadline, read_connect(&mut rd, &mut inbuf, max)).await;
+    // Boxed, as the handshake below: states a connection passes only once do not size its task
+    // for its whole life.
+    let first = Box::pin(tokio::time::timeout(
+        deadline,
+        read_connect(&mut rd, &mut inbuf, max),
+    ))
+    .await;
     let (version, connect) = match first {
         Ok(Ok(Some(v))) => v,
         Ok(Err(CodecError::UnsupportedVersion(_))) => {
@@ -435,7 +441,12 @@ impl Conn {
                     break Exit::Closed;
                 }
                 self.outbuf.clear();
-                release_idle_buffer(&mut self.outbuf, 0);
+                if burst {
+                    release_idle_buffer(&mut self.outbuf, 0);
+                } else {
+                    // Quiet: hold no buffer while waiting.
+                    self.outbuf = BytesMut::new();
+                }
             }
             self.commit_progress(&data);
             let can_send = data.inflight.len() < self.window && self.pending.is_empty();
@@ -780,7 +791,9 @@ impl Conn {
                 }
             }
             Inbound::PubRel(id) => {
-                let reason = if data.incoming_qos2.remove(&id) {
+                let known = data.incoming_qos2.iter().position(|i| *i == id);
+                let reason = if let Some(i) = known {
+                    data.incoming_qos2.swap_remove(i);
                     0
                 } else {
                     0x92
@@ -927,8 +940,8 @@ impl Conn {
             0 => {}
             1 => self.out(Outbound::PubAck(ack.pkid, reason)),
             _ => {
-                if reason == 0 || !v5 {
-                    data.incoming_qos2.insert(ack.pkid);
+                if (reason == 0 || !v5) && !data.incoming_qos2.contains(&ack.pkid) {
+                    data.incoming_qos2.push(ack.pkid);
                 }
                 self.out(Outbound::PubRec(ack.pkid, reason));
             }
