@@ -285,11 +285,10 @@ async fn handshake<W: AsyncWrite + Unpin>(
         generation,
         kill_rx: Some(kill_rx),
         version,
-        client_id,
         identity,
         will: c.will.map(Box::new),
-        window: cfg.max_inflight.min(c.receive_maximum).max(1) as usize,
-        client_max_packet: c.max_packet_size.map(|m| m as usize),
+        window: cfg.max_inflight.min(c.receive_maximum).max(1),
+        client_max_packet: c.max_packet_size,
         outbuf: out,
         pending: VecDeque::new(),
         resumed,
@@ -305,13 +304,12 @@ struct Conn {
     generation: u64,
     kill_rx: Option<oneshot::Receiver<u8>>,
     version: Version,
-    client_id: String,
     identity: Arc<Identity>,
     /// Boxed: most clients have none, and the connection's task is sized by its fields.
     will: Option<Box<Will>>,
     /// Outbound inflight window (min of our max_inflight and the client's Receive Maximum).
-    window: usize,
-    client_max_packet: Option<usize>,
+    window: u16,
+    client_max_packet: Option<u32>,
     outbuf: BytesMut,
     /// Retained messages owed after SUBSCRIBE (not subject to queue overflow).
     pending: VecDeque<Outgoing>,
@@ -402,7 +400,7 @@ impl Conn {
                     }
                     Err(e) => {
                         let _ = self.store_batch(&broker, &mut batch, &mut data);
-                        log::debug!("client {}: {e}", self.client_id);
+                        log::debug!("client {}: {e}", self.session.client_id);
                         Metrics::inc(&self.broker.metrics.protocol_errors);
                         break 'conn Exit::Protocol(codec_reason(&e));
                     }
@@ -413,7 +411,7 @@ impl Conn {
             }
             size_input_buffer(&mut inbuf, burst);
             // Drain what can be sent: owed retained messages, then the queue.
-            while data.inflight.len() < self.window {
+            while data.inflight.len() < usize::from(self.window) {
                 if let Some(o) = self.pending.pop_front() {
                     self.send_publish(&mut data, o, false);
                 } else if let Some(o) = session.queue.try_recv() {
@@ -449,10 +447,11 @@ impl Conn {
                 }
             }
             self.commit_progress(&data);
-            let can_send = data.inflight.len() < self.window && self.pending.is_empty();
+            let can_send =
+                data.inflight.len() < usize::from(self.window) && self.pending.is_empty();
             // While catching up from the journal, look again shortly even if nothing else
             // happens (the tailer may still be dispatching up to where the reader is).
-            if data.inflight.len() < self.window && self.session.is_lagging() {
+            if data.inflight.len() < usize::from(self.window) && self.session.is_lagging() {
                 if recheck.is_none() {
                     recheck = Some(Box::pin(tokio::time::sleep(CATCH_UP_RECHECK)));
                 }
@@ -565,7 +564,7 @@ impl Conn {
         };
         let (broker, client_id, identity, v5) = (
             self.broker.clone(),
-            self.client_id.clone(),
+            self.session.client_id.clone(),
             self.identity.clone(),
             self.version == Version::V5,
         );
@@ -645,7 +644,7 @@ impl Conn {
         }
         if self
             .client_max_packet
-            .is_some_and(|m| self.outbuf.len() - start > m)
+            .is_some_and(|m| self.outbuf.len() - start > m as usize)
         {
             self.outbuf.truncate(start);
             self.broker.metrics.dropped(Drop::ClientPacketSize);
@@ -731,7 +730,7 @@ impl Conn {
             let committer = match progress.committers.entry(stream.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let name = crate::session_store::cursor_name(&self.client_id);
+                    let name = crate::session_store::cursor_name(&self.session.client_id);
                     match self.broker.journal.cursor_committer(&stream, &name, target) {
                         Ok(c) => v.insert(c),
                         Err(e) => {
@@ -743,7 +742,7 @@ impl Conn {
                 }
             };
             if let Err(e) = committer.advance(target) {
-                log::warn!("cursor of {} on {stream}: {e}", self.client_id);
+                log::warn!("cursor of {} on {stream}: {e}", self.session.client_id);
                 progress.committers.remove(&stream);
             }
         }
@@ -884,7 +883,7 @@ impl Conn {
         let v5 = self.version == Version::V5;
         batch.get_or_insert_with(Box::default).add(
             broker,
-            &self.client_id,
+            &self.session.client_id,
             &self.identity,
             p,
             v5,
@@ -910,7 +909,7 @@ impl Conn {
         let v5 = self.version == Version::V5;
         // MQTT 3.1.1 has no negative acknowledgement: after a failed append nothing more is
         // stored, the connection closes and the client resends.
-        batch.store(broker, &self.client_id, &mut data.dedup, !v5);
+        batch.store(broker, &self.session.client_id, &mut data.dedup, !v5);
         let mut result = Ok(());
         for ack in batch.take_done() {
             if result.is_ok() {
@@ -1062,7 +1061,7 @@ mod tests {
             let broker = Arc::new(Broker::new(Config::default(), journal, Default::default()));
             let f = super::serve(broker, c);
             let size = std::mem::size_of_val(&f);
-            assert!(size <= 768, "the connection future is {size} bytes");
+            assert!(size <= 704, "the connection future is {size} bytes");
         });
     }
 }
