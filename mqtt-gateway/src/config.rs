@@ -200,6 +200,11 @@ pub struct StorageConfig {
     /// Stream receiving messages that fail a route's validation, with the reason in the
     /// metadata's user property `ringway-dead-letter-reason`. Default `mqtt-dead-letter`.
     pub dead_letter_stream: String,
+    /// Named-cursor slots of streams the gateway creates: every persistent session keeps one
+    /// cursor per routed stream, so this bounds the persistent sessions (1..=65536, 128 bytes of
+    /// stream metadata each). Existing streams keep the number they were created with. Default
+    /// 4096.
+    pub cursor_slots: u32,
 }
 
 impl Default for StorageConfig {
@@ -214,6 +219,7 @@ impl Default for StorageConfig {
             flush_interval_ms: 0,
             sessions_stream: "mqtt-sessions".into(),
             dead_letter_stream: "mqtt-dead-letter".into(),
+            cursor_slots: ringway_core::DEFAULT_CURSOR_SLOTS,
         }
     }
 }
@@ -386,6 +392,12 @@ impl Config {
                 (seg / 4).saturating_sub(crate::journal_core::META_ROOM)
             ));
         }
+        if !(1..=ringway_core::MAX_CURSOR_SLOTS).contains(&self.storage.cursor_slots) {
+            return bad(format!(
+                "storage.cursor_slots must be within 1..={}",
+                ringway_core::MAX_CURSOR_SLOTS
+            ));
+        }
         for r in &self.routes {
             if !topic::valid_filter(&r.filter) {
                 return bad(format!(
@@ -528,6 +540,8 @@ mod tests {
     fn bad_values_are_clear_errors() {
         let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n").unwrap_err();
         assert!(e.to_string().contains("max_inflight"), "{e}");
+        let e = Config::from_toml("[storage]\ncursor_slots = 0\n").unwrap_err();
+        assert!(e.to_string().contains("cursor_slots"), "{e}");
         let e = Config::from_toml("[mqtt]\nlisten = [\"nonsense\"]\n").unwrap_err();
         assert!(matches!(e, ConfigError::Parse(_)));
         let e = Config::from_toml("[storage]\nsegment_size = 1048576\n").unwrap_err();

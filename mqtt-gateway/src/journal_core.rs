@@ -3,9 +3,12 @@
 //! One [`ringway_core::Writer`] per stream, opened lazily and kept behind a mutex (an append is a
 //! copy into the mapping, so the critical section is short; a connection appends everything it
 //! read in one go under one lock, [`Journal::append_batch`]). The stream table is read-mostly
-//! (an `RwLock`), so connections on both cores look their stream up without contending. Streams the gateway creates use
-//! `storage.segment_size`, `storage.crc`, `storage.multi_writer` and a maximum message size of
-//! `mqtt.max_packet_size` plus room for the metadata; existing streams are used as they are.
+//! (an `RwLock`), so connections on both cores look their stream up without contending.
+//!
+//! Streams the gateway creates use `storage.segment_size`, `storage.crc`,
+//! `storage.multi_writer`, `storage.cursor_slots` (one named cursor per persistent session) and
+//! a maximum message size of `mqtt.max_packet_size` plus room for the metadata; existing streams
+//! are used as they are.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -117,7 +120,8 @@ impl CoreJournal {
             .segment_size(config.storage.segment_size)
             .max_message_size(max_message)
             .crc(config.storage.crc)
-            .multi_writer(config.storage.multi_writer);
+            .multi_writer(config.storage.multi_writer)
+            .cursor_slots(config.storage.cursor_slots);
         Ok(CoreJournal {
             root,
             stream_config,
@@ -357,6 +361,27 @@ impl JournalReader for CoreReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_get_the_configured_cursor_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.dir = Some(dir.path().to_owned());
+        config.storage.segment_size = 1 << 20;
+        config.mqtt.max_packet_size = 128 << 10;
+        config.storage.cursor_slots = 300;
+        let j = CoreJournal::new(&config).unwrap();
+        j.append("s", b"", b"x").unwrap();
+        // More persistent sessions than the 256 cursors streams used to have.
+        for i in 0..300 {
+            j.save_cursor("s", &format!("mqtt:c{i}"), 0).unwrap();
+        }
+        assert_eq!(j.load_cursor("s", "mqtt:c299").unwrap(), Some(0));
+        assert!(
+            j.save_cursor("s", "mqtt:one-too-many", 0).is_err(),
+            "the table holds exactly the configured slots"
+        );
+    }
 
     #[test]
     fn appends_and_reads_back_meta_and_payload() {
