@@ -7,10 +7,12 @@
 //!    direction (`rate::live`).
 //! 3. Catch-up rate of a receiver restarted after an outage (`rate::catch_up`).
 //! 4. The same latency and 64-byte throughput over TCP loopback, on io_uring and on plain sockets (`tcp`).
+//! 5. 64-byte throughput to two receivers of one UDP multicast group on loopback (`multicast`).
 //!
 //! Every throughput and catch-up run ends with a frame-by-frame comparison of replica and primary.
 
 mod latency;
+mod multicast;
 mod rate;
 mod tcp;
 
@@ -196,6 +198,19 @@ pub fn run(args: &ReplicateArgs) -> Result<Report> {
         };
         let _ = std::fs::remove_dir_all(&dir);
         let how = format!("{how}; MTU {}", rplan.mtu);
+        runs.push(rate_row(name, &how, measured, &mut env, &mut notes));
+    }
+    {
+        let name = "replicate-multicast-throughput";
+        let dir = env.subdir(name)?;
+        let measured = multicast::live(&dir, &rplan);
+        let _ = std::fs::remove_dir_all(&dir);
+        let how = format!(
+            "live writer, no loss, one multicast group on loopback to {} receivers (rate per \
+             receiver, both on core B); MTU {}",
+            multicast::RECEIVERS,
+            rplan.mtu
+        );
         runs.push(rate_row(name, &how, measured, &mut env, &mut notes));
     }
     for (name, backend) in [
