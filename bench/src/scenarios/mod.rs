@@ -5,6 +5,7 @@
 pub mod fanout;
 pub mod mqtt;
 pub mod mqtt_device;
+pub mod mqtt_load;
 pub mod oneway;
 pub mod paced;
 pub mod parties;

@@ -1,9 +1,10 @@
 //! `mqtt`: the Ringway MQTT gateway (in-process, loopback, ephemeral port, journal under the scratch directory)
 //! next to Debian's `mosquitto` (a child process on a loopback port), in the same run:
 //!
-//! 1. QoS 1 publish throughput: `--clients` concurrent rumqttc clients publish 64-byte payloads back to back
-//!    (up to `INFLIGHT` unacknowledged each); msgs/s = PUBACKs received / time from the first publish to the
-//!    last PUBACK.
+//! 1. QoS 1 publish throughput: `--clients` concurrent MQTT 3.1.1 clients publish 64-byte payloads back to back,
+//!    up to `INFLIGHT` unacknowledged each, from one load thread of their own ([`mqtt_load`], the same for both
+//!    servers); msgs/s = PUBACKs received / time from the start signal to the last PUBACK. The server's CPU time
+//!    per message and the load thread's busy share are reported as notes.
 //! 2. Latency, one message at a time: a QoS 1 PUBLISH carrying a timestamp, to the gateway's journal read by a
 //!    ringway-core `Reader` on stream `mqtt` (a thread blocking in `Reader::wait`, and again busy-polling: row
 //!    `…-spin`), and to an MQTT subscriber of mosquitto. The publisher sleeps until the receiver reports each
@@ -30,6 +31,7 @@ use crate::cli::MqttArgs;
 use crate::error::{BenchError, Result};
 use crate::report::{Report, SystemResult, SystemRun};
 use crate::scenarios::mqtt_device::{self, DevicePlan, READING_BYTES};
+use crate::scenarios::mqtt_load::{self, LoadPlan};
 use crate::scenarios::Env;
 use crate::stats::{new_histogram, record};
 use crate::timer::Timer;
@@ -58,10 +60,21 @@ struct Plan {
     timer: Timer,
 }
 
+/// The throughput measurement of one server.
+struct Throughput {
+    /// PUBACKs per second.
+    rate: f64,
+    /// PUBACKs counted.
+    acked: u64,
+    /// Server CPU time (user + system) per message, µs.
+    server_cpu_us: f64,
+    /// Generator CPU time / elapsed time (1.0 = the generator thread was busy the whole time).
+    generator_share: f64,
+}
+
 /// One measured server: its throughput, latency and idle-connection figures.
 struct Figures {
-    rate: f64,
-    acked: u64,
+    tp: Throughput,
     latency: Histogram<u64>,
     /// The gateway only: publish -> journal with a busy-polling reader.
     latency_spin: Option<Histogram<u64>>,
@@ -119,9 +132,9 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
                 let mut res = SystemResult::skipped(name, "");
                 res.status = "ok".into();
                 res.payload_bytes = Some(PAYLOAD);
-                res.msgs_per_sec = Some(f.rate);
-                res.bytes_per_sec = Some(f.rate * PAYLOAD as f64);
-                res.samples = Some(f.acked);
+                res.msgs_per_sec = Some(f.tp.rate);
+                res.bytes_per_sec = Some(f.tp.rate * PAYLOAD as f64);
+                res.samples = Some(f.tp.acked);
                 res.mode = Some(mode.clone());
                 runs.push(SystemRun::row(res));
                 let mut r = SystemRun::measured(lat_name, f.latency);
@@ -134,6 +147,11 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
                     );
                     runs.push(r);
                 }
+                notes.push(format!(
+                    "{name}: server CPU {:.2} us per QoS 1 message; load generator thread busy {:.0} % of the run",
+                    f.tp.server_cpu_us,
+                    f.tp.generator_share * 100.0
+                ));
                 match f.rss_per_conn {
                     Some(b) => notes.push(format!(
                         "{name}: RSS per idle MQTT connection: {:.1} KiB ({} connections, (VmRSS after - before) / {})",
@@ -162,8 +180,8 @@ pub fn run(args: &MqttArgs) -> Result<Report> {
             .into(),
     );
     notes.push(format!(
-        "clients and server share this machine's {} cores; the gateway's clients run in the gateway's own tokio \
-         runtime, mosquitto's in a separate one",
+        "clients and server share this machine's {} cores; the throughput clients run on one load thread of \
+         their own for both servers (raw MQTT 3.1.1, pre-encoded publishes); the latency clients are rumqttc",
         env.cores_allowed
     ));
     let mut report = env.report("mqtt", PAYLOAD, runs);
@@ -273,13 +291,12 @@ fn ringway_gateway(env: &Env, plan: &Plan) -> Result<Figures> {
         .map_err(|x| e(x.to_string()))?;
     let addr = gateway.mqtt_addrs()[0];
     let result = (|| {
-        let (rate, acked) = rt.block_on(throughput(addr, plan))?;
+        let tp = throughput(addr, plan, || Ok(mqtt_load::process_cpu()), true)?;
         let latency = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Block))?;
         let latency_spin = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Spin))?;
         let rss = idle_rss(addr, plan, || rss_of("self"))?;
         Ok(Figures {
-            rate,
-            acked,
+            tp,
             latency,
             latency_spin: Some(latency_spin),
             rss_per_conn: rss,
@@ -318,14 +335,13 @@ fn mosquitto(env: &Env, plan: &Plan) -> Result<Figures> {
     let pid = child.0.id();
     let result = (|| {
         wait_listening(addr, plan.timeout, &mut child.0)?;
+        let tp = throughput(addr, plan, || cpu_of(pid), false)?;
         let rt = runtime().map_err(|x| x.to_string())?;
-        let (rate, acked) = rt.block_on(throughput(addr, plan))?;
         let latency = rt.block_on(subscriber_latency(addr, plan))?;
         rt.shutdown_timeout(Duration::from_millis(200));
         let rss = idle_rss(addr, plan, || rss_of(&pid.to_string()))?;
         Ok(Figures {
-            rate,
-            acked,
+            tp,
             latency,
             latency_spin: None,
             rss_per_conn: rss,
@@ -400,64 +416,55 @@ async fn connect(
     Ok((client, el))
 }
 
-/// `plan.messages` QoS 1 publishes spread over `plan.clients` clients; (msgs/s, PUBACKs counted).
-async fn throughput(addr: SocketAddr, plan: &Plan) -> std::result::Result<(f64, u64), String> {
-    let per = plan.messages.div_ceil(plan.clients as u64).max(1);
-    let mut conns = Vec::with_capacity(plan.clients);
-    for i in 0..plan.clients {
-        conns.push(connect(addr, format!("bench-tp-{i}"), plan.timeout).await?);
+/// `plan.messages` QoS 1 publishes spread over `plan.clients` raw clients ([`mqtt_load`]); `server_cpu` reads the
+/// server's CPU time (the generator's own share is subtracted when the server is this process).
+fn throughput(
+    addr: SocketAddr,
+    plan: &Plan,
+    server_cpu: impl Fn() -> std::result::Result<Duration, String>,
+    in_process: bool,
+) -> std::result::Result<Throughput, String> {
+    let load = LoadPlan {
+        clients: plan.clients,
+        messages: plan.messages,
+        window: INFLIGHT,
+        payload: PAYLOAD,
+        timeout: plan.timeout,
+    };
+    let mut cpu0 = Ok(Duration::ZERO);
+    let r = mqtt_load::run(addr, &load, || cpu0 = server_cpu())?;
+    let mut cpu = server_cpu()?.saturating_sub(cpu0?);
+    if in_process {
+        cpu = cpu.saturating_sub(r.generator_cpu);
     }
-    let go = Arc::new(tokio::sync::Barrier::new(plan.clients + 1));
-    let mut tasks = Vec::with_capacity(plan.clients);
-    for (i, (client, mut el)) in conns.into_iter().enumerate() {
-        let go = go.clone();
-        let timeout = plan.timeout * 4;
-        tasks.push(tokio::spawn(async move {
-            go.wait().await;
-            let publisher = client.clone();
-            let topic = format!("bench/tp/{i}");
-            let pubs = tokio::spawn(async move {
-                let body = vec![b'x'; PAYLOAD];
-                for _ in 0..per {
-                    if publisher
-                        .publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            let acks = async {
-                let mut n = 0u64;
-                while n < per {
-                    match el.poll().await {
-                        Ok(Event::Incoming(Packet::PubAck(_))) => n += 1,
-                        Ok(_) => {}
-                        Err(e) => return Err(format!("client {i}: {e}")),
-                    }
-                }
-                Ok(n)
-            };
-            let n = tokio::time::timeout(timeout, acks)
-                .await
-                .map_err(|_| format!("client {i}: PUBACKs not received within {timeout:?}"))??;
-            let _ = pubs.await;
-            let _ = client.disconnect().await;
-            // Flush the DISCONNECT.
-            let _ = tokio::time::timeout(Duration::from_millis(100), el.poll()).await;
-            Ok::<u64, String>(n)
-        }));
-    }
-    go.wait().await;
-    let t0 = Instant::now();
-    let mut total = 0;
-    let mut elapsed = Duration::ZERO;
-    for t in tasks {
-        total += t.await.map_err(|e| format!("client task: {e}"))??;
-        elapsed = t0.elapsed();
-    }
-    Ok((total as f64 / elapsed.as_secs_f64(), total))
+    Ok(Throughput {
+        rate: r.rate(),
+        acked: r.acked,
+        server_cpu_us: cpu.as_secs_f64() * 1e6 / r.acked.max(1) as f64,
+        generator_share: r.generator_cpu.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9),
+    })
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
+fn cpu_of(pid: u32) -> std::result::Result<Duration, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (1-based).
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{path}: no command name"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> std::result::Result<u64, String> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{path}: field {} unreadable", i + 3))
+    };
+    // `rest` starts at field 3 (state), so field 14 is index 11.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
 }
 
 /// A latency payload: magic, send timestamp, padding.
@@ -655,29 +662,6 @@ fn rss_of(who: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("no VmRSS in {}", path.display()))
 }
 
-/// An MQTT 3.1.1 CONNECT: clean session, keep-alive 0 (the connection may stay idle).
-fn connect_packet(id: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(12 + id.len());
-    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0]);
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut p = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(&body);
-    p
-}
-
 /// Opens `plan.idle` connections (CONNECT, CONNACK accepted) and returns (RSS after - before) / connections.
 fn idle_rss(
     addr: SocketAddr,
@@ -692,7 +676,7 @@ fn idle_rss(
         let mut s = TcpStream::connect(addr).map_err(|e| format!("idle connection {i}: {e}"))?;
         s.set_read_timeout(Some(plan.timeout))
             .map_err(|e| e.to_string())?;
-        s.write_all(&connect_packet(&format!("bench-idle-{i}")))
+        s.write_all(&mqtt_load::connect_packet(&format!("bench-idle-{i}"), 0))
             .map_err(|e| format!("idle connection {i}: {e}"))?;
         let mut ack = [0u8; 4];
         s.read_exact(&mut ack)
