@@ -503,9 +503,14 @@ fn replicate_quick_reports_latency_rate_and_catchup_rows() {
     let rows = [
         "udp-oneway",
         "replicate-oneway",
+        "replicate-tcp-oneway",
+        "replicate-tcp-plain-oneway",
         "replicate-throughput",
         "replicate-throughput-5pct-loss",
         "replicate-catchup",
+        "replicate-multicast-throughput",
+        "replicate-tcp-throughput",
+        "replicate-tcp-plain-throughput",
     ];
     assert_eq!(names(&v), rows);
     for name in rows {
