@@ -165,6 +165,10 @@ pub enum Command {
         /// Diagnostic: drop this fraction of packets (0.0..=1.0, UDP)
         #[arg(long, value_name = "FRACTION")]
         loss: Option<f64>,
+        /// UDP: never sleep and receive with direct system calls instead of io_uring's multishot
+        /// receive (lowest latency; keeps one core busy)
+        #[arg(long)]
+        busy_poll: bool,
     },
     /// Receive replicated streams until interrupted
     Receive {
@@ -184,6 +188,10 @@ pub enum Command {
         /// Diagnostic: drop this fraction of packets (0.0..=1.0, UDP)
         #[arg(long, value_name = "FRACTION")]
         loss: Option<f64>,
+        /// UDP: never sleep and receive with direct system calls instead of io_uring's multishot
+        /// receive (lowest latency; keeps one core busy)
+        #[arg(long)]
+        busy_poll: bool,
     },
     /// Delete a stream and all its files
     Delete {

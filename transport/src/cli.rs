@@ -36,6 +36,9 @@ pub struct ReplicateArgs {
     pub progress: Option<Duration>,
     /// Diagnostic: drop this fraction of packets on send and on receive (UDP only).
     pub loss: Option<f64>,
+    /// UDP: the replication thread never sleeps and receives with direct calls (see
+    /// [`crate::io::UdpOptions::busy_poll`]): lowest latency, one core kept busy.
+    pub busy_poll: bool,
 }
 
 /// Arguments of `ringway receive --listen udp://ADDR:PORT|tcp://ADDR:PORT [--dir DIR] [--stream NAME]`.
@@ -54,6 +57,9 @@ pub struct ReceiveArgs {
     pub progress: Option<Duration>,
     /// Diagnostic: drop this fraction of packets on send and on receive (UDP only).
     pub loss: Option<f64>,
+    /// UDP: the replication thread never sleeps and receives with direct calls (see
+    /// [`crate::io::UdpOptions::busy_poll`]): lowest latency, one core kept busy.
+    pub busy_poll: bool,
 }
 
 fn key(path: &Option<PathBuf>) -> Result<Option<AuthKey>> {
@@ -165,6 +171,10 @@ pub fn replicate(
             let mut cfg = SenderConfig::new(addr);
             cfg.auth = auth;
             cfg.loss = loss(args.loss, 1)?;
+            if args.busy_poll {
+                cfg.idle_wait = Duration::ZERO;
+                cfg.udp.busy_poll = true;
+            }
             let mut s = UdpSender::new(source, cfg)?;
             let _ = writeln!(
                 out,
@@ -188,6 +198,10 @@ pub fn replicate(
             let mut cfg = SenderConfig::new(SocketAddr::V4(m.group));
             cfg.auth = auth;
             cfg.loss = loss(args.loss, 1)?;
+            if args.busy_poll {
+                cfg.idle_wait = Duration::ZERO;
+                cfg.udp.busy_poll = true;
+            }
             cfg.multicast = m.options;
             cfg.min_receivers = m.min_receivers;
             let mut s = UdpSender::new(source, cfg)?;
@@ -264,6 +278,10 @@ pub fn receive(args: &ReceiveArgs, shutdown: Arc<AtomicBool>, out: &mut dyn Writ
             let mut cfg = ReceiverConfig::new(addr);
             cfg.auth = auth;
             cfg.loss = loss(args.loss, 2)?;
+            if args.busy_poll {
+                cfg.idle_wait = Duration::ZERO;
+                cfg.udp.busy_poll = true;
+            }
             if let Some(options) = group {
                 cfg.multicast = options;
             }

@@ -25,6 +25,10 @@ fn round_trip(scheme: &str) {
 }
 
 fn round_trip_urls(listen: String, to: String) {
+    round_trip_with(listen, to, false);
+}
+
+fn round_trip_with(listen: String, to: String, busy_poll: bool) {
     let proot = temp_root();
     let rroot = temp_root();
     let p = primary(proot.path(), "ticks");
@@ -38,6 +42,7 @@ fn round_trip_urls(listen: String, to: String) {
         dir: Some(rroot.path().to_path_buf()),
         stream: Some("ticks-replica".into()),
         progress: Some(Duration::from_millis(100)),
+        busy_poll,
         ..Default::default()
     };
     let (s1, s2) = (stop.clone(), stop.clone());
@@ -50,6 +55,7 @@ fn round_trip_urls(listen: String, to: String) {
         to,
         dir: Some(proot.path().to_path_buf()),
         progress: Some(Duration::from_millis(100)),
+        busy_poll,
         ..Default::default()
     };
     let tx = std::thread::spawn(move || {
@@ -81,6 +87,13 @@ fn round_trip_urls(listen: String, to: String) {
 #[test]
 fn cli_udp_round_trip() {
     round_trip("udp");
+}
+
+/// `--busy-poll`: both ends spin and receive with direct calls.
+#[test]
+fn cli_udp_busy_poll_round_trip() {
+    let url = format!("udp://127.0.0.1:{}", free_port());
+    round_trip_with(url.clone(), url, true);
 }
 
 #[test]

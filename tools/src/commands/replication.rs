@@ -1,7 +1,6 @@
 //! `ringway replicate` and `ringway receive`: run until Ctrl-C, printing progress.
 
 use super::CmdError;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,40 +14,12 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>, CmdError> {
     Ok(flag)
 }
 
-pub fn replicate(
-    stream: String,
-    to: String,
-    dir: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    loss: Option<f64>,
-) -> Result<ExitCode, CmdError> {
-    let args = ringway_transport::cli::ReplicateArgs {
-        stream,
-        to,
-        dir,
-        key_file,
-        progress: None,
-        loss,
-    };
+pub fn replicate(args: ringway_transport::cli::ReplicateArgs) -> Result<ExitCode, CmdError> {
     ringway_transport::cli::replicate(&args, shutdown_flag()?, &mut std::io::stderr())?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn receive(
-    listen: String,
-    dir: Option<PathBuf>,
-    stream: Option<String>,
-    key_file: Option<PathBuf>,
-    loss: Option<f64>,
-) -> Result<ExitCode, CmdError> {
-    let args = ringway_transport::cli::ReceiveArgs {
-        listen,
-        dir,
-        stream,
-        key_file,
-        progress: None,
-        loss,
-    };
+pub fn receive(args: ringway_transport::cli::ReceiveArgs) -> Result<ExitCode, CmdError> {
     ringway_transport::cli::receive(&args, shutdown_flag()?, &mut std::io::stderr())?;
     Ok(ExitCode::SUCCESS)
 }
