@@ -5,6 +5,7 @@ mod bufring;
 mod direct;
 mod gso;
 mod plain;
+mod ring;
 mod sockaddr;
 mod uring;
 pub(crate) mod uring_tcp;

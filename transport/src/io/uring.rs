@@ -210,23 +210,8 @@ impl UringUdp {
     /// kernel completes an operation in the context of the task that submitted it.
     pub fn new(socket: UdpSocket, opts: &super::UdpOptions) -> std::io::Result<Self> {
         let max_datagram = opts.max_datagram;
-        // Cooperative task running (Linux 5.19+): a busy-polling thread is not interrupted for
-        // each arriving datagram; it sees IORING_SQ_TASKRUN and enters the kernel to complete
-        // them. Older kernels refuse the flags: plain ring then.
-        let (ring, coop) = match IoUring::builder()
-            .setup_cqsize(RING_ENTRIES * 4)
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(RING_ENTRIES)
-        {
-            Ok(r) => (r, true),
-            Err(_) => (
-                IoUring::builder()
-                    .setup_cqsize(RING_ENTRIES * 4)
-                    .build(RING_ENTRIES)?,
-                false,
-            ),
-        };
+        // Cooperative where the kernel allows it (see `ring::build`).
+        let (ring, coop) = super::ring::build(RING_ENTRIES)?;
         // Each buffer holds the kernel's recvmsg header, the source address and the datagram,
         // plus one spare byte so a datagram larger than max_datagram shows as truncated.
         let bufs = BufRing::new(
@@ -301,17 +286,11 @@ impl UringUdp {
 
     fn submit(&mut self) -> std::io::Result<()> {
         self.counters.syscalls += 1;
-        loop {
-            match self.ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    // Completion queue full: make room, then retry.
-                    self.reap_cq();
-                }
-                Err(e) => return Err(e),
-            }
+        while !super::ring::submit(&self.ring)? {
+            // Completion queue full: make room, then retry.
+            self.reap_cq();
         }
+        Ok(())
     }
 
     fn post_recv(&mut self) -> std::io::Result<()> {
@@ -482,17 +461,8 @@ impl UringUdp {
     }
 
     fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
-        let ts = types::Timespec::new()
-            .sec(timeout.as_secs())
-            .nsec(timeout.subsec_nanos());
-        let args = types::SubmitArgs::new().timespec(&ts);
         self.counters.syscalls += 1;
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::ring::wait(&self.ring, timeout)
     }
 
     /// Cancels every outstanding operation and waits for all of their completions, so no

@@ -117,20 +117,8 @@ impl UringTcp {
     /// Sets up the ring and its receive buffers. Nothing is submitted before the first
     /// [`StreamIo::poll`] or [`StreamIo::flush`], so the polling thread is the submitting task.
     pub(crate) fn new(bufs: RecvBuffers) -> std::io::Result<Self> {
-        let (ring, coop) = match IoUring::builder()
-            .setup_cqsize(RING_ENTRIES * 4)
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(RING_ENTRIES)
-        {
-            Ok(r) => (r, true),
-            Err(_) => (
-                IoUring::builder()
-                    .setup_cqsize(RING_ENTRIES * 4)
-                    .build(RING_ENTRIES)?,
-                false,
-            ),
-        };
+        // Cooperative where the kernel allows it (see `ring::build`).
+        let (ring, coop) = super::ring::build(RING_ENTRIES)?;
         let ring_bufs = BufRing::new(bufs.count, bufs.size)?;
         ring_bufs.register(&ring.submitter(), GROUP)?;
         Ok(UringTcp {
@@ -162,37 +150,16 @@ impl UringTcp {
 
     fn submit(&mut self) -> std::io::Result<()> {
         self.counters.syscalls += 1;
-        loop {
-            match self.ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    // Completion queue full: make room, then retry.
-                    self.reap();
-                }
-                Err(e) => return Err(e),
-            }
+        while !super::ring::submit(&self.ring)? {
+            // Completion queue full: make room, then retry.
+            self.reap();
         }
+        Ok(())
     }
 
     fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
-        let ts = types::Timespec::new()
-            .sec(timeout.as_secs())
-            .nsec(timeout.subsec_nanos());
-        let args = types::SubmitArgs::new().timespec(&ts);
         self.counters.syscalls += 1;
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        super::ring::wait(&self.ring, timeout)
     }
 
     /// Queues the multishot ACCEPT and RECVs that are not armed.
