@@ -9,12 +9,13 @@
 //! segment is ready wakes the thread and waits for it.
 //!
 //! The thread keeps off the core the writer last ran on, so that on a machine whose other cores
-//! are busy it takes time from them rather than from the writer.
+//! are busy it takes time from them rather than from the writer; only a writer that waits for it
+//! lets it onto its own (then idle) core for that one segment.
 
 use crate::error::Result;
 use crate::segment::{list_segments, segment_path, Segment};
 use crate::stream::Shared;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +47,12 @@ struct Handoff {
     writer_cpu: AtomicU32,
     /// Set when the writer goes away. Relaxed: the thread is unparked after it and joined.
     stop: AtomicBool,
+    /// Thread id of the preparer (0 until it runs). Relaxed: only used to widen its placement.
+    tid: AtomicI32,
+    /// Set by a writer that waits for its next segment after letting the thread run on every CPU
+    /// (its own is idle while it waits); the thread keeps off the writer's CPU again afterwards.
+    /// Relaxed: a placement hint.
+    widened: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +63,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Handle to the preparer thread.
 pub(crate) struct Preparer {
     handoff: Arc<Handoff>,
+    /// The CPUs the thread may be let onto when the writer waits for it.
+    placement: Placement,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
@@ -70,6 +79,8 @@ impl Preparer {
             flush_every: Mutex::new(None),
             writer_cpu: AtomicU32::new(current_cpu()),
             stop: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+            widened: AtomicBool::new(false),
         });
         let h = handoff.clone();
         let s = shared.clone();
@@ -79,6 +90,7 @@ impl Preparer {
             .ok();
         Preparer {
             handoff,
+            placement: Placement::new(),
             thread,
             shared,
         }
@@ -123,8 +135,15 @@ impl Preparer {
         if let Some(t) = &self.thread {
             let mut ready = lock(&h.ready);
             if !matches!(&*ready, Some((i, _)) if *i == index) {
-                // Not ready: the thread lags behind (or the writer raced ahead). Ask, wake, wait.
+                // Not ready: the thread lags behind (or the writer raced ahead). Ask, wake, wait;
+                // while this thread waits its CPU is idle, so let the preparer run there rather
+                // than queue behind whatever runs on the other CPUs.
                 h.wanted.store(index, Ordering::Relaxed);
+                let tid = h.tid.load(Ordering::Relaxed);
+                if tid > 0 {
+                    self.placement.apply(tid, None);
+                    h.widened.store(true, Ordering::Relaxed);
+                }
                 t.thread().unpark();
                 while !matches!(&*ready, Some((i, _)) if *i == index) {
                     if t.is_finished() {
@@ -171,6 +190,8 @@ fn run(s: &Shared, h: &Handoff) {
     let mut last_wanted = NONE;
     let mut last_change = Instant::now();
     let mut period = MAX_POLL * 4;
+    // SAFETY: gettid has no preconditions.
+    h.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     while !h.stop.load(Ordering::Relaxed) {
         // Taken out first: unmapping happens here, not while the writer may wait for the lock.
         let retired: Vec<Segment> = lock(&h.retired).drain(..).collect();
@@ -186,7 +207,6 @@ fn run(s: &Shared, h: &Handoff) {
                 mapped.swap_remove(oldest);
             }
         }
-        placement.avoid(h.writer_cpu.load(Ordering::Relaxed));
         let wanted = h.wanted.load(Ordering::Relaxed);
         if wanted != last_wanted {
             let now = Instant::now();
@@ -221,6 +241,11 @@ fn run(s: &Shared, h: &Handoff) {
                 last_flush = Instant::now();
             }
         }
+        // After the work, so a writer waiting on its own CPU gets its segment from there first.
+        if h.widened.swap(false, Ordering::Relaxed) {
+            placement.forget();
+        }
+        placement.avoid(h.writer_cpu.load(Ordering::Relaxed));
         let mut wait = if last_change.elapsed() > IDLE_AFTER {
             IDLE_POLL
         } else {
@@ -265,25 +290,37 @@ impl Placement {
         }
     }
 
+    /// Keeps the calling thread off `cpu` (if another CPU is allowed).
     fn avoid(&mut self, cpu: u32) {
         if cpu == self.avoiding || self.allowed.len() < 2 {
             return;
         }
         self.avoiding = cpu;
+        self.apply(0, Some(cpu));
+    }
+
+    /// The placement was changed from outside: apply it again on the next `avoid`.
+    fn forget(&mut self) {
+        self.avoiding = u32::MAX - 1;
+    }
+
+    /// Lets thread `tid` (0: the calling thread) run on the allowed CPUs except `except`.
+    fn apply(&self, tid: i32, except: Option<u32>) {
         // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         let mut any = false;
         for &c in &self.allowed {
-            if c as u32 != cpu {
+            if Some(c as u32) != except {
                 // SAFETY: c < CPU_SETSIZE (bounded in `new`).
                 unsafe { libc::CPU_SET(c, &mut set) };
                 any = true;
             }
         }
         if any {
-            // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread. A
-            // refusal (a cgroup that excludes those CPUs) leaves the placement as it was.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+            // SAFETY: `set` is a valid cpu_set_t of the size passed; `tid` is 0 (this thread) or
+            // the preparer thread of this process. A refusal (a cgroup that excludes those CPUs,
+            // a thread that has just exited) leaves the placement as it was.
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         }
     }
 }
