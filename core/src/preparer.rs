@@ -4,30 +4,30 @@
 //! The writer never wakes the thread when it rolls: a wake is a system call, and the woken thread
 //! would compete with the writer for a core at the moment it needs it. The writer only publishes
 //! which segment it wants next (an atomic store) and hands the segment it left over (a short
-//! lock); the thread polls for that at a quarter of the writer's observed segment period (between
-//! 20 µs and 1 ms; 10 ms after a second without a roll). Only a writer that rolls before its next
-//! segment is ready wakes the thread and waits for it.
+//! lock); the thread polls for that at a quarter of the writer's observed segment period, or of
+//! the time since its last roll when that is longer (between 20 µs and 100 ms), so a writer that
+//! rolls rarely is interrupted rarely. A writer that rolls before its next
+//! segment is ready prepares it itself (or, if the thread is at it, waits for it spinning).
 //!
 //! The thread keeps off the core the writer last ran on, so that on a machine whose other cores
-//! are busy it takes time from them rather than from the writer; only a writer that waits for it
-//! lets it onto its own (then idle) core for that one segment.
+//! are busy it takes time from them rather than from the writer.
 
 use crate::error::Result;
 use crate::segment::{list_segments, segment_path, Segment};
 use crate::stream::Shared;
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// No segment wanted yet.
 const NONE: u64 = u64::MAX;
-/// Poll interval bounds while the writer rolls.
+/// Poll interval bounds: a quarter of the writer's segment period (or of the time since its last
+/// roll, when that is longer), within these.
 const MIN_POLL: Duration = Duration::from_micros(20);
-const MAX_POLL: Duration = Duration::from_millis(1);
-/// Poll interval once the writer has not rolled for [`IDLE_AFTER`].
-const IDLE_POLL: Duration = Duration::from_millis(10);
-const IDLE_AFTER: Duration = Duration::from_secs(1);
+const MAX_POLL: Duration = Duration::from_millis(100);
+/// Segment period assumed before the writer has rolled twice.
+const FIRST_PERIOD: Duration = Duration::from_millis(4);
 
 /// State shared by the writer and its preparer thread.
 struct Handoff {
@@ -35,10 +35,8 @@ struct Handoff {
     /// writer, read by the thread; Release/Acquire is not needed for data (the segment travels
     /// through `ready`, under its lock): Relaxed suffices, the value is only a request.
     wanted: AtomicU64,
-    /// The prepared segment and its index (or why it could not be prepared).
-    ready: Mutex<Option<(u64, Result<Segment>)>>,
-    /// Signalled when `ready` is filled, for a writer that had to wait.
-    ready_cond: Condvar,
+    /// The prepared segment, and who is preparing one.
+    ready: Mutex<Ready>,
     /// Segments the writer left, to be kept (ring) or unmapped by the thread.
     retired: Mutex<Vec<Segment>>,
     /// Periodic flush interval (`None`: off).
@@ -47,12 +45,16 @@ struct Handoff {
     writer_cpu: AtomicU32,
     /// Set when the writer goes away. Relaxed: the thread is unparked after it and joined.
     stop: AtomicBool,
-    /// Thread id of the preparer (0 until it runs). Relaxed: only used to widen its placement.
-    tid: AtomicI32,
-    /// Set by a writer that waits for its next segment after letting the thread run on every CPU
-    /// (its own is idle while it waits); the thread keeps off the writer's CPU again afterwards.
-    /// Relaxed: a placement hint.
-    widened: AtomicBool,
+}
+
+/// What the thread hands over, under the `ready` lock.
+#[derive(Default)]
+struct Ready {
+    /// The prepared segment and its index (or why it could not be prepared).
+    prepared: Option<(u64, Result<Segment>)>,
+    /// Set while the thread or the writer prepares a segment, so the other does not start the
+    /// same one.
+    busy: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,8 +65,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Handle to the preparer thread.
 pub(crate) struct Preparer {
     handoff: Arc<Handoff>,
-    /// The CPUs the thread may be let onto when the writer waits for it.
-    placement: Placement,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
@@ -73,14 +73,11 @@ impl Preparer {
     pub fn spawn(shared: Arc<Shared>) -> Preparer {
         let handoff = Arc::new(Handoff {
             wanted: AtomicU64::new(NONE),
-            ready: Mutex::new(None),
-            ready_cond: Condvar::new(),
+            ready: Mutex::new(Ready::default()),
             retired: Mutex::new(Vec::new()),
             flush_every: Mutex::new(None),
             writer_cpu: AtomicU32::new(current_cpu()),
             stop: AtomicBool::new(false),
-            tid: AtomicI32::new(0),
-            widened: AtomicBool::new(false),
         });
         let h = handoff.clone();
         let s = shared.clone();
@@ -90,7 +87,6 @@ impl Preparer {
             .ok();
         Preparer {
             handoff,
-            placement: Placement::new(),
             thread,
             shared,
         }
@@ -128,40 +124,39 @@ impl Preparer {
         }
     }
 
-    /// Takes segment `index`: the prepared one if ready (waking the thread and waiting for it if
-    /// it was asked for but is not ready yet), else prepares it synchronously.
+    /// Takes segment `index`: the prepared one if ready; if the thread is preparing it, waits
+    /// for it (spinning: the thread is running); else prepares it on the calling thread. A writer
+    /// that rolls faster than the thread prepares (both CPUs busy, small segments) thus pays the
+    /// preparation itself instead of waiting for the thread to be scheduled.
     pub fn take(&mut self, index: u64) -> Result<Segment> {
         let h = &*self.handoff;
-        if let Some(t) = &self.thread {
-            let mut ready = lock(&h.ready);
-            if !matches!(&*ready, Some((i, _)) if *i == index) {
-                // Not ready: the thread lags behind (or the writer raced ahead). Ask, wake, wait;
-                // while this thread waits its CPU is idle, so let the preparer run there rather
-                // than queue behind whatever runs on the other CPUs.
-                h.wanted.store(index, Ordering::Relaxed);
-                let tid = h.tid.load(Ordering::Relaxed);
-                if tid > 0 {
-                    self.placement.apply(tid, None);
-                    h.widened.store(true, Ordering::Relaxed);
-                }
-                t.thread().unpark();
-                while !matches!(&*ready, Some((i, _)) if *i == index) {
-                    if t.is_finished() {
-                        break;
+        if self.thread.is_some() {
+            let mut spins = 0u32;
+            loop {
+                let mut ready = lock(&h.ready);
+                if matches!(&ready.prepared, Some((i, _)) if *i == index) {
+                    match ready.prepared.take() {
+                        // Back-pressure seen earlier may have cleared: check again below.
+                        Some((_, Err(crate::Error::WouldBlock { .. }))) => break,
+                        Some((_, r)) => return r,
+                        None => break,
                     }
-                    ready = h
-                        .ready_cond
-                        .wait_timeout(ready, Duration::from_millis(10))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
                 }
-            }
-            if matches!(&*ready, Some((i, _)) if *i == index) {
-                match ready.take() {
-                    // Back-pressure seen earlier may have cleared: check again below.
-                    Some((_, Err(crate::Error::WouldBlock { .. }))) => {}
-                    Some((_, r)) => return r,
-                    None => {}
+                if !ready.busy {
+                    // Prepare it here; from now on the thread works on the one after it.
+                    ready.busy = true;
+                    h.wanted.store(index + 1, Ordering::Relaxed);
+                    drop(ready);
+                    let r = prepare(&self.shared, index, &mut Vec::new());
+                    lock(&h.ready).busy = false;
+                    return r;
+                }
+                drop(ready);
+                spins += 1;
+                if spins < 1000 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
                 }
             }
         }
@@ -189,9 +184,7 @@ fn run(s: &Shared, h: &Handoff) {
     let mut placement = Placement::new();
     let mut last_wanted = NONE;
     let mut last_change = Instant::now();
-    let mut period = MAX_POLL * 4;
-    // SAFETY: gettid has no preconditions.
-    h.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    let mut period = FIRST_PERIOD;
     while !h.stop.load(Ordering::Relaxed) {
         // Taken out first: unmapping happens here, not while the writer may wait for the lock.
         let retired: Vec<Segment> = lock(&h.retired).drain(..).collect();
@@ -219,19 +212,28 @@ fn run(s: &Shared, h: &Handoff) {
             last_change = now;
         }
         if wanted != NONE {
-            let stale = match &*lock(&h.ready) {
-                Some((i, Ok(_))) => *i != wanted,
-                // Retry back-pressure on every poll: the blocking cursor may have moved on.
-                Some((_, Err(_))) => true,
-                None => true,
+            let start = {
+                let mut ready = lock(&h.ready);
+                let stale = match &ready.prepared {
+                    Some((i, Ok(_))) => *i != wanted,
+                    // Retry back-pressure on every poll: the blocking cursor may have moved on.
+                    Some((_, Err(_))) => true,
+                    None => true,
+                };
+                let start = stale && !ready.busy;
+                if start {
+                    ready.busy = true;
+                }
+                start
             };
-            if stale {
+            if start {
                 let r = prepare(s, wanted, &mut mapped);
+                let mut ready = lock(&h.ready);
                 // A segment prepared earlier and never taken (the writer went another way) is
                 // replaced, and unmapped after the lock is released; its file stays a valid
                 // empty segment that a later writer opens.
-                let _old = lock(&h.ready).replace((wanted, r));
-                h.ready_cond.notify_all();
+                let _old = ready.prepared.replace((wanted, r));
+                ready.busy = false;
             }
         }
         let flush_every = *lock(&h.flush_every);
@@ -241,16 +243,9 @@ fn run(s: &Shared, h: &Handoff) {
                 last_flush = Instant::now();
             }
         }
-        // After the work, so a writer waiting on its own CPU gets its segment from there first.
-        if h.widened.swap(false, Ordering::Relaxed) {
-            placement.forget();
-        }
         placement.avoid(h.writer_cpu.load(Ordering::Relaxed));
-        let mut wait = if last_change.elapsed() > IDLE_AFTER {
-            IDLE_POLL
-        } else {
-            (period / 4).clamp(MIN_POLL, MAX_POLL)
-        };
+        // Few wake-ups: each one takes a moment from whatever runs on the CPU it lands on.
+        let mut wait = (period.max(last_change.elapsed()) / 4).clamp(MIN_POLL, MAX_POLL);
         if let Some(d) = flush_every {
             wait = wait.min(d.saturating_sub(last_flush.elapsed()).max(MIN_POLL));
         }
@@ -296,31 +291,25 @@ impl Placement {
             return;
         }
         self.avoiding = cpu;
-        self.apply(0, Some(cpu));
+        self.apply(cpu);
     }
 
-    /// The placement was changed from outside: apply it again on the next `avoid`.
-    fn forget(&mut self) {
-        self.avoiding = u32::MAX - 1;
-    }
-
-    /// Lets thread `tid` (0: the calling thread) run on the allowed CPUs except `except`.
-    fn apply(&self, tid: i32, except: Option<u32>) {
+    /// Lets the calling thread run on the allowed CPUs except `except`.
+    fn apply(&self, except: u32) {
         // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         let mut any = false;
         for &c in &self.allowed {
-            if Some(c as u32) != except {
+            if c as u32 != except {
                 // SAFETY: c < CPU_SETSIZE (bounded in `new`).
                 unsafe { libc::CPU_SET(c, &mut set) };
                 any = true;
             }
         }
         if any {
-            // SAFETY: `set` is a valid cpu_set_t of the size passed; `tid` is 0 (this thread) or
-            // the preparer thread of this process. A refusal (a cgroup that excludes those CPUs,
-            // a thread that has just exited) leaves the placement as it was.
-            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+            // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread. A
+            // refusal (a cgroup that excludes those CPUs) leaves the placement as it was.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         }
     }
 }
