@@ -43,6 +43,10 @@ pub enum Command {
     /// Echo side of a two-process pingpong (started by the harness itself).
     #[command(name = "__echo", hide = true)]
     Echo(EchoArgs),
+    /// A Ringway MQTT gateway in a process of its own, for measuring its memory (started by the harness
+    /// itself); prints `READY ADDR` and runs until its standard input closes.
+    #[command(name = "__gateway", hide = true)]
+    Gateway(GatewayArgs),
 }
 
 /// Options every scenario takes.
@@ -219,6 +223,14 @@ pub struct CompareArgs {
     /// Regression threshold in percent (p50 and p99; throughput rows: msgs/s drop).
     #[arg(long, default_value_t = 10.0)]
     pub threshold: f64,
+}
+
+/// Hidden gateway-process options.
+#[derive(Debug, Args, Clone)]
+pub struct GatewayArgs {
+    /// Journal directory.
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 /// Hidden echo-side options.

@@ -50,6 +50,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replicate(a) => finish(scenarios::replicate::run(&a)?, a.common.out.as_deref())?,
         Command::Compare(a) => return compare::run(&a),
         Command::Echo(a) => child::run(&a)?,
+        Command::Gateway(a) => scenarios::mqtt::gateway_process(&a)?,
     }
     Ok(ExitCode::SUCCESS)
 }

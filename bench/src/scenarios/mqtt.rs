@@ -10,8 +10,9 @@
 //!    `…-spin`), and to an MQTT subscriber of mosquitto. The publisher sleeps until the receiver reports each
 //!    message (a channel), so only the reader of the `-spin` row spends a core waiting.
 //! 3. Memory per idle connection: 1,000 (50 with `--quick`) MQTT 3.1.1 connections (CONNECT, CONNACK, then
-//!    nothing); (VmRSS after - VmRSS before) / connections, of this process for the gateway and of the
-//!    mosquitto process. Reported as notes.
+//!    nothing) to a freshly started server process (the gateway as this binary's hidden `__gateway` command,
+//!    mosquitto started again), so no memory freed by the earlier phases is reused; (VmRSS after - VmRSS
+//!    before) / connections. Reported as notes.
 //! 4. The device path (`mqtt_device`): one simulated firmware device's readings/s into the journal, and its
 //!    latency to a journal reader and to an MQTT subscriber.
 
@@ -294,7 +295,7 @@ fn ringway_gateway(env: &Env, plan: &Plan) -> Result<Figures> {
         let tp = throughput(addr, plan, || Ok(mqtt_load::process_cpu()), true)?;
         let latency = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Block))?;
         let latency_spin = rt.block_on(journal_latency(addr, &dir, plan, ReaderWait::Spin))?;
-        let rss = idle_rss(addr, plan, || rss_of("self"))?;
+        let rss = gateway_child_rss(env, plan)?;
         Ok(Figures {
             tp,
             latency,
@@ -311,17 +312,45 @@ fn ringway_gateway(env: &Env, plan: &Plan) -> Result<Figures> {
 /// mosquitto as a child process listening on a free loopback port.
 fn mosquitto(env: &Env, plan: &Plan) -> Result<Figures> {
     let e = sys("mosquitto");
-    let port = free_port().map_err(&e)?;
-    let dir = env.subdir("mosquitto")?;
+    let (mut child, addr) = start_mosquitto(env, "mosquitto", plan).map_err(&e)?;
+    let pid = child.0.id();
+    let result = (|| {
+        let tp = throughput(addr, plan, || cpu_of(pid), false)?;
+        let rt = runtime().map_err(|x| x.to_string())?;
+        let latency = rt.block_on(subscriber_latency(addr, plan))?;
+        rt.shutdown_timeout(Duration::from_millis(200));
+        // Measured on a fresh mosquitto, as the gateway's is.
+        let (mut fresh, fresh_addr) = start_mosquitto(env, "mosquitto-rss", plan)?;
+        let fresh_pid = fresh.0.id();
+        let rss = idle_rss(fresh_addr, plan, || rss_of(&fresh_pid.to_string()));
+        let _ = fresh.0.kill();
+        Ok(Figures {
+            tp,
+            latency,
+            latency_spin: None,
+            rss_per_conn: rss?,
+        })
+    })()
+    .map_err(|x: String| e(x));
+    let _ = child.0.kill();
+    result
+}
+
+/// Starts mosquitto on a free loopback port with its configuration under the scratch subdirectory `name`,
+/// and waits until it accepts connections.
+fn start_mosquitto(
+    env: &Env,
+    name: &str,
+    plan: &Plan,
+) -> std::result::Result<(Killed, SocketAddr), String> {
+    let port = free_port()?;
+    let dir = env.subdir(name).map_err(|x| x.to_string())?;
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"),
     )
-    .map_err(|source| BenchError::File {
-        path: conf.clone(),
-        source,
-    })?;
+    .map_err(|x| format!("writing {}: {x}", conf.display()))?;
     let child = Command::new(MOSQUITTO)
         .arg("-c")
         .arg(&conf)
@@ -329,28 +358,64 @@ fn mosquitto(env: &Env, plan: &Plan) -> Result<Figures> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|x| e(format!("starting {MOSQUITTO}: {x}")))?;
+        .map_err(|x| format!("starting {MOSQUITTO}: {x}"))?;
     let mut child = Killed(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr, plan.timeout, &mut child.0)?;
+    Ok((child, addr))
+}
+
+/// The hidden `__gateway` command: a gateway with its defaults on a loopback port, journal in `args.dir`;
+/// prints `READY ADDR`, runs until standard input closes.
+pub fn gateway_process(args: &crate::cli::GatewayArgs) -> Result<()> {
+    let rt = runtime()?;
+    let mut config = ringway_mqtt_gateway::Config::default();
+    config.mqtt.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.storage.dir = Some(args.dir.clone());
+    config.metrics.listen = None;
+    let gateway = rt
+        .block_on(ringway_mqtt_gateway::Gateway::start(config))
+        .map_err(|x| BenchError::system("ringway-gateway", x.to_string()))?;
+    println!("READY {}", gateway.mqtt_addrs()[0]);
+    std::io::stdout()
+        .flush()
+        .map_err(|x| BenchError::io("writing READY", x))?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    let _ = rt.block_on(gateway.shutdown());
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// RSS per idle connection of a gateway in a fresh process of its own.
+fn gateway_child_rss(env: &Env, plan: &Plan) -> std::result::Result<Option<f64>, String> {
+    let dir = env.subdir("mqtt-gateway-rss").map_err(|x| x.to_string())?;
+    let exe = std::env::current_exe().map_err(|x| format!("finding this binary: {x}"))?;
+    let child = Command::new(exe)
+        .arg("__gateway")
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|x| format!("starting the gateway process: {x}"))?;
+    let mut child = Killed(child);
+    let out = child
+        .0
+        .stdout
+        .take()
+        .ok_or("no stdout of the gateway process")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+        .map_err(|x| format!("reading the gateway process: {x}"))?;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("the gateway process said {line:?}, not READY ADDR"))?;
     let pid = child.0.id();
-    let result = (|| {
-        wait_listening(addr, plan.timeout, &mut child.0)?;
-        let tp = throughput(addr, plan, || cpu_of(pid), false)?;
-        let rt = runtime().map_err(|x| x.to_string())?;
-        let latency = rt.block_on(subscriber_latency(addr, plan))?;
-        rt.shutdown_timeout(Duration::from_millis(200));
-        let rss = idle_rss(addr, plan, || rss_of(&pid.to_string()))?;
-        Ok(Figures {
-            tp,
-            latency,
-            latency_spin: None,
-            rss_per_conn: rss,
-        })
-    })()
-    .map_err(|x: String| e(x));
-    drop(child);
-    let _ = dir;
-    result
+    idle_rss(addr, plan, || rss_of(&pid.to_string()))
 }
 
 /// A child process killed and reaped when dropped.
