@@ -12,6 +12,11 @@ fn payloads(r: &mut ringway_core::NamedReader, limit: usize) -> Vec<u32> {
     v
 }
 
+/// Stream `c` with 64 KiB segments under `dir`.
+fn small_stream(dir: &std::path::Path) -> Stream {
+    Stream::create(dir, "c", &StreamConfig::default().segment_size(1 << 16)).unwrap()
+}
+
 fn fill(s: &Stream, n: u32) {
     let mut w = s.writer().unwrap();
     for i in 0..n {
@@ -22,12 +27,7 @@ fn fill(s: &Stream, n: u32) {
 #[test]
 fn named_reader_resumes_where_it_committed() {
     let d = tempfile::tempdir().unwrap();
-    let s = Stream::create(
-        d.path(),
-        "c",
-        &StreamConfig::default().segment_size(1 << 16),
-    )
-    .unwrap();
+    let s = small_stream(d.path());
     fill(&s, 100);
     {
         let mut r = s.named_reader("risk", CursorOptions::default()).unwrap();
@@ -44,12 +44,7 @@ fn named_reader_resumes_where_it_committed() {
 #[test]
 fn uncommitted_messages_are_delivered_again() {
     let d = tempfile::tempdir().unwrap();
-    let s = Stream::create(
-        d.path(),
-        "c",
-        &StreamConfig::default().segment_size(1 << 16),
-    )
-    .unwrap();
+    let s = small_stream(d.path());
     fill(&s, 10);
     let opts = CursorOptions {
         commit_every: None,
@@ -81,12 +76,7 @@ fn uncommitted_messages_are_delivered_again() {
 #[test]
 fn reset_and_delete() {
     let d = tempfile::tempdir().unwrap();
-    let s = Stream::create(
-        d.path(),
-        "c",
-        &StreamConfig::default().segment_size(1 << 16),
-    )
-    .unwrap();
+    let s = small_stream(d.path());
     fill(&s, 5);
     let end = s.cursor_reset("a", Start::End).unwrap();
     assert_eq!(end, s.tail());
@@ -283,12 +273,7 @@ fn a_blocking_cursor_that_commits_rarely_still_lets_the_writer_go_round_the_ring
 #[test]
 fn thousands_of_named_cursors_fit_and_survive_reopening() {
     let d = tempfile::tempdir().unwrap();
-    let s = Stream::create(
-        d.path(),
-        "c",
-        &StreamConfig::default().segment_size(1 << 16),
-    )
-    .unwrap();
+    let s = small_stream(d.path());
     fill(&s, 3000);
     for i in 0..3000u32 {
         let mut r = s
