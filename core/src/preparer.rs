@@ -136,22 +136,29 @@ impl Preparer {
                 let mut ready = lock(&h.ready);
                 if matches!(&ready.prepared, Some((i, _)) if *i == index) {
                     match ready.prepared.take() {
-                        // Back-pressure seen earlier may have cleared: check again below.
-                        Some((_, Err(crate::Error::WouldBlock { .. }))) => break,
+                        // Back-pressure seen earlier may have cleared: prepare again below.
+                        Some((_, Err(crate::Error::WouldBlock { .. }))) | None => {}
                         Some((_, r)) => return r,
-                        None => break,
                     }
                 }
                 if !ready.busy {
-                    // Prepare it here; from now on the thread works on the one after it.
+                    // Prepare it here. Only once it is ready does the thread move on to the one
+                    // after it (never past a segment refused for back-pressure): `wanted` changes
+                    // under the lock, before `busy` clears.
                     ready.busy = true;
-                    h.wanted.store(index + 1, Ordering::Relaxed);
                     drop(ready);
                     let r = prepare(&self.shared, index, &mut Vec::new());
-                    lock(&h.ready).busy = false;
+                    let mut ready = lock(&h.ready);
+                    if r.is_ok() {
+                        h.wanted.store(index + 1, Ordering::Relaxed);
+                    }
+                    ready.busy = false;
                     return r;
                 }
                 drop(ready);
+                if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                    break; // the thread died while busy: prepare here
+                }
                 spins += 1;
                 if spins < 1000 {
                     std::hint::spin_loop();
@@ -200,7 +207,11 @@ fn run(s: &Shared, h: &Handoff) {
                 mapped.swap_remove(oldest);
             }
         }
-        let wanted = h.wanted.load(Ordering::Relaxed);
+        // Read under the lock: a writer that prepares a segment itself moves `wanted` on under it.
+        let wanted = {
+            let _ready = lock(&h.ready);
+            h.wanted.load(Ordering::Relaxed)
+        };
         if wanted != last_wanted {
             let now = Instant::now();
             if last_wanted != NONE {
@@ -214,12 +225,13 @@ fn run(s: &Shared, h: &Handoff) {
         if wanted != NONE {
             let start = {
                 let mut ready = lock(&h.ready);
-                let stale = match &ready.prepared {
-                    Some((i, Ok(_))) => *i != wanted,
-                    // Retry back-pressure on every poll: the blocking cursor may have moved on.
-                    Some((_, Err(_))) => true,
-                    None => true,
-                };
+                let stale = h.wanted.load(Ordering::Relaxed) == wanted
+                    && match &ready.prepared {
+                        Some((i, Ok(_))) => *i != wanted,
+                        // Retry back-pressure on every poll: the blocking cursor may have moved on.
+                        Some((_, Err(_))) => true,
+                        None => true,
+                    };
                 let start = stale && !ready.busy;
                 if start {
                     ready.busy = true;
@@ -228,12 +240,15 @@ fn run(s: &Shared, h: &Handoff) {
             };
             if start {
                 let r = prepare(s, wanted, &mut mapped);
-                let mut ready = lock(&h.ready);
                 // A segment prepared earlier and never taken (the writer went another way) is
                 // replaced, and unmapped after the lock is released; its file stays a valid
                 // empty segment that a later writer opens.
-                let _old = ready.prepared.replace((wanted, r));
-                ready.busy = false;
+                let old = {
+                    let mut ready = lock(&h.ready);
+                    ready.busy = false;
+                    ready.prepared.replace((wanted, r))
+                };
+                drop(old);
             }
         }
         let flush_every = *lock(&h.flush_every);
