@@ -79,6 +79,22 @@ fn key(path: &Option<PathBuf>) -> Result<Option<AuthKey>> {
     }
 }
 
+/// The UDP sender settings `replicate` gives every destination: key, loss injection, busy-poll.
+fn udp_sender_config(
+    remote: SocketAddr,
+    auth: Option<AuthKey>,
+    args: &ReplicateArgs,
+) -> Result<SenderConfig> {
+    let mut cfg = SenderConfig::new(remote);
+    cfg.auth = auth;
+    cfg.loss = loss(args.loss, 1)?;
+    if args.busy_poll {
+        cfg.idle_wait = Duration::ZERO;
+        cfg.udp.busy_poll = true;
+    }
+    Ok(cfg)
+}
+
 fn loss(p: Option<f64>, seed: u64) -> Result<Option<LossConfig>> {
     match p {
         None => Ok(None),
@@ -168,13 +184,7 @@ pub fn replicate(
     let prev = AtomicU64::new(0);
     match endpoint {
         Endpoint::Udp(addr) => {
-            let mut cfg = SenderConfig::new(addr);
-            cfg.auth = auth;
-            cfg.loss = loss(args.loss, 1)?;
-            if args.busy_poll {
-                cfg.idle_wait = Duration::ZERO;
-                cfg.udp.busy_poll = true;
-            }
+            let cfg = udp_sender_config(addr, auth, args)?;
             let mut s = UdpSender::new(source, cfg)?;
             let _ = writeln!(
                 out,
@@ -195,13 +205,7 @@ pub fn replicate(
             )
         }
         Endpoint::Multicast(m) => {
-            let mut cfg = SenderConfig::new(SocketAddr::V4(m.group));
-            cfg.auth = auth;
-            cfg.loss = loss(args.loss, 1)?;
-            if args.busy_poll {
-                cfg.idle_wait = Duration::ZERO;
-                cfg.udp.busy_poll = true;
-            }
+            let mut cfg = udp_sender_config(SocketAddr::V4(m.group), auth, args)?;
             cfg.multicast = m.options;
             cfg.min_receivers = m.min_receivers;
             let mut s = UdpSender::new(source, cfg)?;
