@@ -63,6 +63,8 @@ mod recovery;
 #[cfg(feature = "std")]
 mod replica;
 #[cfg(feature = "std")]
+pub mod replica_acks;
+#[cfg(feature = "std")]
 mod seek;
 #[cfg(feature = "std")]
 mod segment;
@@ -91,6 +93,8 @@ pub use group::{Delivery, GroupMember, GroupOptions, GroupStat};
 pub use reader::{Frame, Reader, Start};
 #[cfg(feature = "std")]
 pub use replica::ReplicaWriter;
+#[cfg(feature = "std")]
+pub use replica_acks::{ReplicaAck, ReplicaAckError, ReplicaAcks};
 #[cfg(feature = "std")]
 pub use stat::{StreamStat, WriterInfo};
 #[cfg(feature = "std")]

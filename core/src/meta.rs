@@ -7,6 +7,7 @@
 
 use crate::config::{Retention, StreamConfig};
 use crate::error::{Error, IoContext, Result};
+use crate::replica_acks::{ReplicaAckSlot, REPLICA_ACK_SLOTS, REPLICA_ACK_TABLE_OFFSET};
 use memmap2::MmapRaw;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -183,7 +184,10 @@ pub struct Meta {
     pub cursors: CursorLine,
     /// At 1024.
     pub slots: [WriterSlot; WRITER_SLOTS],
-    _pad2: [u8; 2048],
+    /// At 2048: replica acknowledgements (see [`crate::replica_acks`]; zero in files written
+    /// before the table existed, which reads as "no acknowledgements").
+    pub replica_acks: [ReplicaAckSlot; REPLICA_ACK_SLOTS],
+    _pad2: [u8; 1024],
 }
 
 const _: () = {
@@ -195,6 +199,7 @@ const _: () = {
     assert!(std::mem::offset_of!(Meta, notify) == 768);
     assert!(std::mem::offset_of!(Meta, cursors) == 896);
     assert!(std::mem::offset_of!(Meta, slots) == 1024);
+    assert!(std::mem::offset_of!(Meta, replica_acks) == REPLICA_ACK_TABLE_OFFSET);
     assert!(std::mem::size_of::<WriterSlot>() == 64);
     assert!(std::mem::size_of::<Meta>() == CURSOR_TABLE_OFFSET);
 };

@@ -4,6 +4,7 @@ use crate::config::StreamConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::meta::{MetaFile, MetaHeader};
 use crate::reader::{Reader, Start};
+use crate::replica_acks::ReplicaAcks;
 use crate::writer::Writer;
 use crate::ReplicaWriter;
 use std::os::unix::fs::DirBuilderExt;
@@ -279,6 +280,12 @@ impl Stream {
     /// Opens the replication writer of a replica stream.
     pub fn replica_writer(&self) -> Result<ReplicaWriter> {
         ReplicaWriter::open(self.shared.clone())
+    }
+
+    /// The stream's replica-acknowledgement table (what replication receivers hold; see
+    /// [`ReplicaAcks`]).
+    pub fn replica_acks(&self) -> ReplicaAcks {
+        ReplicaAcks::new(self.shared.clone())
     }
 
     /// Opens a reader.
