@@ -215,18 +215,16 @@ impl Reader {
         if !target.is_multiple_of(8) {
             return Err(bad());
         }
+        // Read before the lookup (see `map_segment`): a segment the writer enters after it is found.
+        let current = self
+            .shared
+            .meta
+            .get()
+            .retention
+            .current_segment
+            .load(Ordering::Acquire);
         let Some(seg) = Segment::open(&self.shared.dir, index, size, false)? else {
-            return if pos.is_multiple_of(size)
-                && index
-                    == self
-                        .shared
-                        .meta
-                        .get()
-                        .retention
-                        .current_segment
-                        .load(Ordering::Acquire)
-                        + 1
-            {
+            return if pos.is_multiple_of(size) && index == current + 1 {
                 Ok(pos)
             } else {
                 Err(bad())
@@ -539,6 +537,19 @@ impl Reader {
                 self.spare.remove(0);
             }
         }
+        // Read before the file is looked for: writers publish the current segment only after its
+        // file exists (Acquire pairs with that Release), and never delete a retained segment. A
+        // file missing below the segment current *before* the lookup is therefore damage (or a
+        // lap), not a segment still to come. Read after a failed lookup instead, it would also
+        // count a segment that the writer created and left in between (a reader that reached the
+        // end of a segment exactly filled by frames arrives before the writer's roll).
+        let current = self
+            .shared
+            .meta
+            .get()
+            .retention
+            .current_segment
+            .load(Ordering::Acquire);
         // Page tables are populated at map time (for a 16 MiB segment of the page cache, a few
         // hundred µs once), so the reader never takes a page fault on the hot path: a lazily
         // mapped segment faults once per fault-around block, a few µs every thousand frames.
@@ -555,16 +566,6 @@ impl Reader {
             }
             None => {
                 self.check_not_lapped()?;
-                // Acquire: writers publish the current segment only after its file exists, and
-                // never delete a retained segment; so a missing file below it is damage, not a
-                // segment still to come.
-                let current = self
-                    .shared
-                    .meta
-                    .get()
-                    .retention
-                    .current_segment
-                    .load(Ordering::Acquire);
                 if self.index < current {
                     // Retention or the ring may have moved past us since the check above.
                     self.check_not_lapped()?;

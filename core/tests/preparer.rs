@@ -144,3 +144,50 @@ fn rolls_faster_than_the_preparer_polls_lose_nothing() {
         "retention keeps at most 4 segments and the prepared next one: {segs}"
     );
 }
+
+/// A reader that keeps up with a ring whose frames fill each segment exactly reaches the next
+/// segment before the writer has rolled into it (no closing padding to wait on). It must wait
+/// there, however far the writer gets before the reader looks again, and never report the
+/// segment as missing: hundreds of back-to-back rolls with a blocking cursor in another thread.
+#[test]
+fn a_reader_arriving_before_the_writer_rolls_waits_for_the_segment() {
+    let root = common::temp_root();
+    let cfg = StreamConfig::default().segment_size(64 << 10).ring(4);
+    Stream::create(root.path(), "exact", &cfg).unwrap();
+    // 4,064-byte payloads make 4 KiB frames: 16 to a segment, none left over for padding, so the
+    // writer rolls every few microseconds.
+    const MESSAGES: u64 = 200_000;
+    const PAYLOAD: usize = 4096 - 32;
+    let dir = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || {
+        let stream = Stream::open(&dir, "exact").unwrap();
+        let opts = ringway_core::CursorOptions {
+            start_if_new: Start::Beginning,
+            blocking: true,
+            commit_every: Some(256),
+        };
+        let mut r = stream.named_reader("rx", opts).unwrap();
+        let mut next = 0u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while next < MESSAGES {
+            r.poll(4096, |f| {
+                assert_eq!(f.payload()[..8], next.to_le_bytes());
+                next += 1;
+            })
+            .unwrap_or_else(|e| panic!("reader at message {next}: {e}"));
+            assert!(std::time::Instant::now() < deadline, "stuck at {next}");
+        }
+    });
+    let stream = Stream::open(root.path(), "exact").unwrap();
+    // The cursor exists before the writer starts, so it holds the ring back from the start.
+    while stream.cursors().is_empty() {
+        std::thread::yield_now();
+    }
+    let mut w = stream.writer().unwrap();
+    let mut payload = vec![0u8; PAYLOAD];
+    for i in 0..MESSAGES {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        w.append(&payload).unwrap();
+    }
+    reader.join().unwrap();
+}
