@@ -4,6 +4,7 @@
 //! - [`wire`]: the packet format, encoder and decoder (see `docs/replication.md`).
 //! - [`io`]: datagram I/O over io_uring with a plain-socket fallback; [`loss`] injects faults.
 
+mod acks;
 pub mod auth;
 pub mod cli;
 pub mod endpoint;

@@ -66,6 +66,10 @@ impl Source for CoreSource {
         let reader = self.stream.reader(Start::Position(Position(position)))?;
         Ok(Box::new(CoreReader { reader }))
     }
+
+    fn replica_acks(&self) -> Option<ringway_core::ReplicaAcks> {
+        Some(self.stream.replica_acks())
+    }
 }
 
 struct CoreReplica {

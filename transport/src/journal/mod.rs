@@ -38,6 +38,11 @@ pub trait Source: Send {
     fn tail(&self) -> Result<u64>;
     /// A reader at `position` (a frame boundary). `Error::Lapped` if no longer retained.
     fn reader_at(&self, position: u64) -> Result<Box<dyn RawReader>>;
+    /// The stream's replica-acknowledgement table, where senders record what each receiver
+    /// acknowledged for other processes to read (`None`: the source has none).
+    fn replica_acks(&self) -> Option<ringway_core::ReplicaAcks> {
+        None
+    }
 }
 
 /// A replica being written by a receiver.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::io::{self, RecvBuffers, StreamIo};
 use super::session::{Ctx, Session};
+use crate::acks::AckSinks;
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::io::{Backend, IoCounters};
@@ -111,6 +112,10 @@ pub struct TcpSender {
     attempt: u32,
     /// No connection attempt before this.
     retry_at: Option<Instant>,
+    /// Where the receiver's acknowledgements go (tracker, the stream's replica-ack table).
+    acks: AckSinks,
+    /// The acknowledged position last handed to `acks`.
+    recorded: u64,
 }
 
 /// Receive buffers of a sender: only STATUS and control packets come back.
@@ -141,6 +146,8 @@ impl TcpSender {
     /// resolved here: without io_uring, a warning is logged and plain sockets are used.
     pub fn new(source: Box<dyn Source>, cfg: TcpSenderConfig) -> Self {
         TcpSender {
+            acks: AckSinks::new(cfg.acks.clone(), source.replica_acks()),
+            recorded: 0,
             backend: io::resolve(cfg.backend),
             io: None,
             cfg,
@@ -224,9 +231,17 @@ impl TcpSender {
         };
         let (e, established) = match self.conn.as_mut() {
             Some(s) => match s.step(&ctx, io) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Off the data path: only when a STATUS moved the acknowledged position.
+                    if s.acked() > self.recorded {
+                        self.recorded = s.acked();
+                        self.acks.update(s.receiver_id(), self.recorded);
+                    }
+                    return Ok(());
+                }
                 Err(e) => {
                     io.remove(s.id);
+                    self.acks.remove(s.receiver_id());
                     self.conn = None;
                     (e, true)
                 }
@@ -241,9 +256,8 @@ impl TcpSender {
                         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
                         self.stats.connected.store(1, Ordering::Relaxed);
                         self.stats.acked_position.store(resume, Ordering::Relaxed);
-                        if let Some(t) = &self.cfg.acks {
-                            t.update(s.receiver_id(), resume);
-                        }
+                        self.recorded = resume;
+                        self.acks.update(s.receiver_id(), resume);
                         log::info!("connected to {}; resuming at {resume}", self.cfg.remote);
                         self.conn = Some(s);
                         self.retry_at = None;
@@ -284,6 +298,7 @@ impl TcpSender {
         };
         let r = s.close(&ctx, &mut **io);
         io.remove(s.id);
+        self.acks.remove(s.receiver_id());
         self.stats.connected.store(0, Ordering::Relaxed);
         r
     }

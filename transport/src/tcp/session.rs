@@ -154,9 +154,6 @@ impl Session {
                         ctx.stats
                             .acked_position
                             .store(self.acked, Ordering::Relaxed);
-                        if let Some(t) = &ctx.cfg.acks {
-                            t.update(self.receiver_id, self.acked);
-                        }
                     }
                     self.limit = self.limit.max(st.position.saturating_add(st.window as u64));
                 }

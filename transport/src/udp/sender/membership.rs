@@ -28,9 +28,7 @@ impl UdpSender {
                     g.status(st.receiver_id, from, st.position, st.window, sent, now)
                 });
                 if known {
-                    if let Some(t) = &self.cfg.acks {
-                        t.update(st.receiver_id, st.position);
-                    }
+                    self.acks.update(st.receiver_id, st.position);
                 } else if live {
                     // Back after it was dropped, or it kept its session across a restart of
                     // this sender's group: it joins where it is.
@@ -86,9 +84,7 @@ impl UdpSender {
                         g.iter().filter(|m| m.addr == from).map(|m| m.id).collect();
                     for id in gone {
                         g.remove(id);
-                        if let Some(t) = &self.cfg.acks {
-                            t.remove(id);
-                        }
+                        self.acks.remove(id);
                     }
                 }
                 if live {
@@ -116,9 +112,7 @@ impl UdpSender {
         if let Some(g) = self.group.as_mut() {
             g.remove(id);
         }
-        if let Some(t) = &self.cfg.acks {
-            t.remove(id);
-        }
+        self.acks.remove(id);
         self.refused.push((id, now));
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         self.update_group_limit();
@@ -167,9 +161,7 @@ impl UdpSender {
                     " (catching up from the journal)"
                 }
             );
-            if let Some(t) = &self.cfg.acks {
-                t.update(id, position);
-            }
+            self.acks.update(id, position);
         }
         self.stats
             .receivers
@@ -246,9 +238,7 @@ impl UdpSender {
                 "receiver {id:#x} silent for {:?}: dropped",
                 self.cfg.session_timeout
             );
-            if let Some(t) = &self.cfg.acks {
-                t.remove(*id);
-            }
+            self.acks.remove(*id);
         }
         for id in &e.untethered {
             log::warn!(
