@@ -35,10 +35,31 @@ impl Stream {
     /// Walks every retained frame, checking headers, lengths, segment bounds and CRCs.
     ///
     /// Only I/O errors are returned as `Err`; damage is reported in [`VerifyReport::problem`].
+    ///
+    /// A live writer may recycle (ring) or delete (retention) the oldest segments while they are
+    /// walked; a problem found while the first position moved is such a lap, not damage, and the
+    /// walk starts again from the new first position (a few times at most).
     pub fn verify(&self) -> Result<VerifyReport> {
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 0;
+        loop {
+            let first = self.shared.first_position();
+            let report = self.verify_from(first)?;
+            attempt += 1;
+            // Acquire fence: the bytes the walk read come before this second read of the first
+            // position; paired with the Release fence that orders a new first position before
+            // recycling or deletion (seqlock pattern, as readers check for laps).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if report.is_intact() || self.shared.first_position() == first || attempt == ATTEMPTS {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One walk of the segments from `first`.
+    fn verify_from(&self, first: u64) -> Result<VerifyReport> {
         let s = &self.shared;
         let size = s.segment_size();
-        let first = s.first_position();
         let mut report = VerifyReport {
             first: Position(first),
             end: Position(first),

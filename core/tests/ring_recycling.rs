@@ -56,7 +56,8 @@ fn stale_bytes_shaped_like_next_lap_commit_words_are_never_read() {
         seen == expected,
         "the follower read exactly the committed frames"
     );
-    assert!(s.verify().unwrap().is_intact());
+    let v = s.verify().unwrap();
+    assert!(v.is_intact(), "{v:?}");
     // A new writer (crash recovery path) finds the tail in a recycled segment.
     let tail = w.next_position();
     drop(w);
