@@ -146,7 +146,44 @@ impl Writer {
     /// waits (spinning, then yielding, then sleeping) until the cursor moves or is released.
     #[inline]
     pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
-        self.append_with(&AppendOptions::default(), payload)
+        match self.append_fast(payload) {
+            Some(pos) => Ok(pos),
+            None => self.append_with(&AppendOptions::default(), payload),
+        }
+    }
+
+    /// The common case of [`Writer::append`], inlined into the caller: a single writer without
+    /// CRCs appending a frame that fits in the current segment. `None` sends every other case
+    /// (roll, back-pressure, multi-writer, CRC, oversized payload and its error) down the general
+    /// path. Returning a bare position instead of `Result<Position>` keeps the error type out of
+    /// the caller's registers and stack on this path.
+    #[inline(always)]
+    fn append_fast(&mut self, payload: &[u8]) -> Option<Position> {
+        if !matches!(self.mode, Mode::Single) || self.crc || payload.len() > self.max_message {
+            return None;
+        }
+        let off = self.off;
+        let flen = frame_len(0, payload.len());
+        if off + align_up(flen) > self.seg.capacity() {
+            return None;
+        }
+        let po = off + payload_offset(0) as u64;
+        // SAFETY: single-writer mode: this writer alone owns the uncommitted space from `off`,
+        // and `off + align_up(flen)` was checked against the segment's end above, so the payload
+        // range `[po, po + len)` lies inside the mapping and is not yet visible to readers.
+        let dst = unsafe { self.seg.slice_mut(po, payload.len()) };
+        copy_payload(dst, payload);
+        let fields = HeaderFields {
+            kind: KIND_DATA,
+            flags: 0,
+            meta_len: 0,
+            type_id: 0,
+            timestamp_ns: self.clock.now_ns(),
+            crc32c: 0,
+            schema_version: 0,
+            reserved: 0,
+        };
+        Some(self.commit_single(off, flen, &fields))
     }
 
     /// Appends `payload` with a type id, schema version and frame metadata, waiting under
