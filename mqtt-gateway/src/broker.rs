@@ -347,6 +347,8 @@ pub struct Broker {
     pub config: Config,
     /// Storage.
     pub journal: Arc<dyn Journal>,
+    /// Synchronous replication (`None`: acknowledgements follow the append).
+    pub sync: Option<crate::sync_replication::SyncReplication>,
     /// Routes.
     pub routes: RouteTable,
     /// Credentials and ACLs.
@@ -463,8 +465,11 @@ impl Broker {
     pub fn new(config: Config, journal: Arc<dyn Journal>, metrics: Arc<Metrics>) -> Self {
         let routes = RouteTable::new(&config.effective_routes());
         let auth = Authenticator::new(&config.auth);
+        let sync =
+            crate::sync_replication::SyncReplication::new(&config.replication, journal.clone());
         Broker {
             config,
+            sync,
             journal,
             routes,
             auth,

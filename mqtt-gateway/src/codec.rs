@@ -615,6 +615,18 @@ pub enum Outbound {
     PubAck(u16, u8),
     /// PUBREC with reason.
     PubRec(u16, u8),
+    /// MQTT 5 PUBACK (`pubrec` false) or PUBREC with a failure reason code and a Reason String
+    /// property (3.1.1: the plain acknowledgement).
+    FailedAck {
+        /// PUBREC instead of PUBACK.
+        pubrec: bool,
+        /// Packet id.
+        pkid: u16,
+        /// Reason code (0x80 and up).
+        reason: u8,
+        /// Human-readable reason (property 0x1F).
+        text: String,
+    },
     /// PUBREL with reason.
     PubRel(u16, u8),
     /// PUBCOMP with reason.
@@ -640,6 +652,16 @@ fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
         if len == 0 {
             break;
         }
+    }
+}
+
+/// Bytes of a variable byte integer.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 
@@ -779,6 +801,27 @@ pub fn encode(
         },
         Outbound::PubAck(id, r) => ack(out, 0x40, *id, *r, version),
         Outbound::PubRec(id, r) => ack(out, 0x50, *id, *r, version),
+        Outbound::FailedAck {
+            pubrec,
+            pkid,
+            reason,
+            text,
+        } => {
+            let byte1 = if *pubrec { 0x50 } else { 0x40 };
+            if version == Version::V5 {
+                let props = 3 + text.len();
+                out.put_u8(byte1);
+                put_remaining_length(out, 3 + varint_len(props) + props);
+                out.put_u16(*pkid);
+                out.put_u8(*reason);
+                put_remaining_length(out, props);
+                out.put_u8(0x1F);
+                out.put_u16(text.len() as u16);
+                out.put_slice(text.as_bytes());
+            } else {
+                ack(out, byte1, *pkid, *reason, version);
+            }
+        }
         Outbound::PubRel(id, r) => ack(out, 0x62, *id, *r, version),
         Outbound::PubComp(id, r) => ack(out, 0x70, *id, *r, version),
         Outbound::SubAck(id, codes) => {
@@ -934,6 +977,38 @@ mod tests {
                 4, 0, 9, 1, 0x80
             ][..]
         );
+    }
+
+    #[test]
+    fn failed_acks_carry_a_reason_string_rumqttc_parses() {
+        for pubrec in [false, true] {
+            let mut out = BytesMut::new();
+            let text = "0 of 1 replicas reached position 64".to_string();
+            let a = Outbound::FailedAck {
+                pubrec,
+                pkid: 7,
+                reason: 0x80,
+                text: text.clone(),
+            };
+            encode(&a, Version::V5, &mut out).unwrap();
+            match v5::Packet::read(&mut out, Some(1024)).unwrap() {
+                v5::Packet::PubAck(p) if !pubrec => {
+                    assert_eq!((p.pkid, p.reason), (7, v5::PubAckReason::UnspecifiedError));
+                    let props = p.properties.expect("properties");
+                    assert_eq!(props.reason_string.as_deref(), Some(text.as_str()));
+                }
+                v5::Packet::PubRec(p) if pubrec => {
+                    assert_eq!((p.pkid, p.reason), (7, v5::PubRecReason::UnspecifiedError));
+                    let props = p.properties.expect("properties");
+                    assert_eq!(props.reason_string.as_deref(), Some(text.as_str()));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(out.is_empty());
+            // 3.1.1 has no negative acknowledgement: the plain one.
+            encode(&a, Version::V311, &mut out).unwrap();
+            assert_eq!(&out[..], &[if pubrec { 0x50 } else { 0x40 }, 2, 0, 7][..]);
+        }
     }
 
     #[test]

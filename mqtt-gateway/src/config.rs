@@ -51,6 +51,34 @@ pub struct Config {
     /// Connections to external brokers (see [`crate::bridge`]).
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+    /// Synchronous replication: QoS 1/2 acknowledgements wait for replicas.
+    pub replication: ReplicationConfig,
+}
+
+/// Synchronous replication (see [`crate::sync_replication`]). One setting for the whole
+/// gateway, not per route: the acknowledgements of one client go out in the order its messages
+/// arrived (MQTT 4.6), so a route with a stricter requirement would hold back the others' anyway,
+/// and "an acknowledged message is on N hosts" is a property of the node an operator states once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Replicas (receivers of `ringway replicate`, in any process) that must hold a QoS 1 or 2
+    /// message before its PUBACK or PUBREC is sent; 0 turns synchronous replication off.
+    /// At most 16 (the stream's replica-acknowledgement table). Default 0.
+    pub sync_replicas: usize,
+    /// How long an acknowledgement waits for the replicas (milliseconds). On timeout an MQTT 5
+    /// client gets the acknowledgement with reason 0x80 (Unspecified error); an MQTT 3.1.1
+    /// connection is closed without it, so the client sends the message again. Default 1000.
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            sync_replicas: 0,
+            sync_timeout_ms: 1000,
+        }
+    }
 }
 
 /// MQTT over TLS.
@@ -392,6 +420,17 @@ impl Config {
                 (seg / 4).saturating_sub(crate::journal_core::META_ROOM)
             ));
         }
+        let max_replicas = ringway_core::replica_acks::REPLICA_ACK_SLOTS;
+        if self.replication.sync_replicas > max_replicas {
+            return bad(format!(
+                "replication.sync_replicas must be within 0..={max_replicas} (the slots of a stream's replica-acknowledgement table)"
+            ));
+        }
+        if self.replication.sync_replicas > 0 && self.replication.sync_timeout_ms == 0 {
+            return bad(
+                "replication.sync_timeout_ms must be at least 1 when sync_replicas is set".into(),
+            );
+        }
         if !(1..=ringway_core::MAX_CURSOR_SLOTS).contains(&self.storage.cursor_slots) {
             return bad(format!(
                 "storage.cursor_slots must be within 1..={}",
@@ -540,6 +579,16 @@ mod tests {
     fn bad_values_are_clear_errors() {
         let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n").unwrap_err();
         assert!(e.to_string().contains("max_inflight"), "{e}");
+        let e = Config::from_toml("[replication]\nsync_replicas = 17\n").unwrap_err();
+        assert!(e.to_string().contains("sync_replicas"), "{e}");
+        let e = Config::from_toml("[replication]\nsync_replicas = 1\nsync_timeout_ms = 0\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("sync_timeout_ms"), "{e}");
+        let c = Config::from_toml("[replication]\nsync_replicas = 2\n").unwrap();
+        assert_eq!(
+            (c.replication.sync_replicas, c.replication.sync_timeout_ms),
+            (2, 1000)
+        );
         let e = Config::from_toml("[storage]\ncursor_slots = 0\n").unwrap_err();
         assert!(e.to_string().contains("cursor_slots"), "{e}");
         let e = Config::from_toml("[mqtt]\nlisten = [\"nonsense\"]\n").unwrap_err();

@@ -26,6 +26,7 @@ use crate::inbound::{Ack, InboundBatch};
 use crate::journal::{CursorCommitter, JournalReader};
 use crate::meta::MessageProperties;
 use crate::metrics::{Drop, Metrics};
+use crate::sync_replication::SyncWait;
 use crate::topic;
 
 /// A connection's [`InboundBatch`], allocated by its first PUBLISH.
@@ -49,6 +50,9 @@ enum Exit {
     /// A QoS > 0 message could not be stored on a 3.1.1 connection (which has no negative ack):
     /// close without acknowledging so the client retries.
     StorageFailed,
+    /// Synchronous replication: the replicas did not acknowledge a QoS > 0 message of a 3.1.1
+    /// connection in time: close without acknowledging so the client resends it.
+    ReplicationTimeout,
 }
 
 impl Exit {
@@ -295,6 +299,7 @@ async fn handshake<W: AsyncWrite + Unpin>(
         readers: None,
         persistent: c.session_expiry != 0,
         progress: None,
+        held: None,
     })
 }
 
@@ -320,7 +325,23 @@ struct Conn {
     persistent: bool,
     /// Delivery progress not yet committed (persistent sessions only; allocated on first use).
     progress: Option<Box<Progress>>,
+    /// Acknowledgements held back for synchronous replication, in the order the messages
+    /// arrived (allocated while any is held; boxed so a connection without any pays one word).
+    #[allow(clippy::box_collection)]
+    held: Option<Box<VecDeque<Held>>>,
 }
+
+/// An acknowledgement not sent yet: it waits for replicas, or is queued behind one that does
+/// (MQTT 4.6: PUBACKs and PUBRECs go out in the order the PUBLISHes arrived).
+struct Held {
+    qos: u8,
+    pkid: u16,
+    reason: u8,
+    wait: Option<SyncWait>,
+}
+
+/// Longest reason string sent with a failed acknowledgement.
+const MAX_REASON_STRING: usize = 256;
 
 /// Delivery progress of a persistent session, committed to its named cursors after every batch
 /// of acknowledgements, so a gateway crash redelivers at most what was unacknowledged.
@@ -349,6 +370,8 @@ enum Event {
     Out(Outgoing),
     /// The catch-up re-check timer fired.
     Timer,
+    /// The replicas moved on, or the first held acknowledgement's deadline passed.
+    Replicated,
 }
 
 impl Conn {
@@ -409,6 +432,9 @@ impl Conn {
             if let Err(exit) = self.store_batch(&broker, &mut batch, &mut data) {
                 break 'conn exit;
             }
+            if let Err(exit) = self.release_held(&mut data) {
+                break 'conn exit;
+            }
             size_input_buffer(&mut inbuf, burst);
             // Drain what can be sent: owed retained messages, then the queue.
             while data.inflight.len() < usize::from(self.window) {
@@ -458,8 +484,25 @@ impl Conn {
             } else {
                 recheck = None;
             }
+            // The first held acknowledgement waits for its replicas (release_held sent every
+            // one before it); the wait ends when they reach it or at its deadline. Boxed: the
+            // wait's timer would otherwise size every connection's task.
+            let mut sync_wait = self
+                .held
+                .as_ref()
+                .and_then(|h| h.front())
+                .and_then(|h| h.wait.as_ref())
+                .map(|w| {
+                    let (mut rx, target) = (w.watch.subscribe(), w.target);
+                    let deadline = tokio::time::Instant::from_std(w.deadline);
+                    Box::pin(async move {
+                        let _ =
+                            tokio::time::timeout_at(deadline, rx.wait_for(|q| *q >= target)).await;
+                    })
+                });
             let event = tokio::select! {
                 r = &mut kill_rx => Event::Kill(r.ok()),
+                _ = async { sync_wait.as_mut().expect("guarded").await }, if sync_wait.is_some() => Event::Replicated,
                 r = rd.read_buf(&mut inbuf) => Event::Read(r),
                 o = session.queue.recv(), if can_send => Event::Out(o),
                 _ = async { recheck.as_mut().expect("guarded").await }, if recheck.is_some() => Event::Timer,
@@ -469,6 +512,7 @@ impl Conn {
                 Event::Kill(Some(KILL_KEEP_ALIVE)) => break Exit::KeepAlive,
                 Event::Kill(_) => break Exit::TakenOver,
                 Event::Timer => recheck = None,
+                Event::Replicated => {}
                 Event::Out(o) => self.send_publish(&mut data, o, false),
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => break Exit::Closed,
                 Event::Read(Ok(n)) => {
@@ -504,7 +548,7 @@ impl Conn {
             Exit::KeepAlive => Some(0x8D),
             Exit::Shutdown => Some(0x8B),
             Exit::Protocol(r) => Some(r),
-            Exit::StorageFailed => Some(0x80),
+            Exit::StorageFailed | Exit::ReplicationTimeout => Some(0x80),
             Exit::Disconnect(_) | Exit::Closed => None,
         };
         if let Some(r) = reason {
@@ -935,17 +979,112 @@ impl Conn {
         if ack.qos > 0 && not_stored && !v5 {
             return Err(Exit::StorageFailed);
         }
-        match ack.qos {
-            0 => {}
-            1 => self.out(Outbound::PubAck(ack.pkid, reason)),
-            _ => {
-                if (reason == 0 || !v5) && !data.incoming_qos2.contains(&ack.pkid) {
-                    data.incoming_qos2.push(ack.pkid);
-                }
-                self.out(Outbound::PubRec(ack.pkid, reason));
+        if ack.qos == 0 {
+            return Ok(());
+        }
+        if ack.qos == 2 && (reason == 0 || !v5) && !data.incoming_qos2.contains(&ack.pkid) {
+            data.incoming_qos2.push(ack.pkid);
+        }
+        // Synchronous replication: a message in a stream is acknowledged once enough replicas
+        // hold it (a redelivery: everything appended so far).
+        let wait = match (&self.broker.sync, ack.outcome, ack.stored_in) {
+            (
+                Some(sync),
+                StoreOutcome::Stored(_) | StoreOutcome::Duplicate,
+                Some((stream, end)),
+            ) => {
+                Metrics::inc(&self.broker.metrics.sync_waits);
+                Some(sync.wait_for(stream, end))
             }
+            _ => None,
+        };
+        if wait.is_some() || self.held.is_some() {
+            self.held.get_or_insert_with(Box::default).push_back(Held {
+                qos: ack.qos,
+                pkid: ack.pkid,
+                reason,
+                wait,
+            });
+        } else {
+            self.send_ack(ack.qos, ack.pkid, reason);
         }
         Ok(())
+    }
+
+    fn send_ack(&mut self, qos: u8, pkid: u16, reason: u8) {
+        if qos == 1 {
+            self.out(Outbound::PubAck(pkid, reason));
+        } else {
+            self.out(Outbound::PubRec(pkid, reason));
+        }
+    }
+
+    /// Sends the held acknowledgements whose replicas caught up, in order, up to the first that
+    /// still waits. One whose deadline passed fails: MQTT 5 gets it with reason 0x80 and a
+    /// reason string; a 3.1.1 connection ends without it (the client resends, and the duplicate
+    /// filter keeps the stream exactly-once).
+    fn release_held(&mut self, data: &mut SessionData) -> Result<(), Exit> {
+        let Some(mut held) = self.held.take() else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let mut result = Ok(());
+        while let Some(h) = held.front() {
+            let failed = match &h.wait {
+                Some(w) if !w.is_done() => {
+                    if now < w.deadline {
+                        break;
+                    }
+                    Some(w.failure_reason())
+                }
+                _ => None,
+            };
+            let Some(h) = held.pop_front() else { break };
+            let Some(text) = failed else {
+                self.send_ack(h.qos, h.pkid, h.reason);
+                continue;
+            };
+            Metrics::inc(&self.broker.metrics.sync_timeouts);
+            log::warn!(
+                "client {}: packet {}: {text}",
+                self.session.client_id,
+                h.pkid
+            );
+            if self.version != Version::V5 {
+                result = Err(Exit::ReplicationTimeout);
+                held.clear();
+                break;
+            }
+            if h.qos == 2 {
+                // A PUBREC with a failure code ends the exchange: no PUBREL follows.
+                data.incoming_qos2.retain(|i| *i != h.pkid);
+            }
+            let mut text = text;
+            if text.len() > MAX_REASON_STRING {
+                let mut cut = MAX_REASON_STRING;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+            }
+            let fits = self
+                .client_max_packet
+                .is_none_or(|m| m as usize >= text.len() + 16);
+            if fits {
+                self.out(Outbound::FailedAck {
+                    pubrec: h.qos == 2,
+                    pkid: h.pkid,
+                    reason: 0x80,
+                    text,
+                });
+            } else {
+                self.send_ack(h.qos, h.pkid, 0x80);
+            }
+        }
+        if !held.is_empty() {
+            self.held = Some(held);
+        }
+        result
     }
 
     fn on_subscribe(&mut self, pkid: u16, filters: Vec<SubscribeFilter>, has_sub_id: bool) {
@@ -1045,7 +1184,8 @@ mod tests {
 
     /// Every connection's task holds the state of `serve`, also while idle: it must not grow
     /// back (it was 1.4 KB with a keep-alive timer, a shutdown waiter and a queue waiter of its
-    /// own; the keep-alive is now swept by the broker and the waiters are a few words).
+    /// own; the keep-alive is now swept by the broker and the waiters are a few words; the
+    /// acknowledgements held for synchronous replication cost one word, boxed).
     #[test]
     fn an_idle_connection_task_stays_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1061,7 +1201,7 @@ mod tests {
             let broker = Arc::new(Broker::new(Config::default(), journal, Default::default()));
             let f = super::serve(broker, c);
             let size = std::mem::size_of_val(&f);
-            assert!(size <= 704, "the connection future is {size} bytes");
+            assert!(size <= 712, "the connection future is {size} bytes");
         });
     }
 }

@@ -12,6 +12,8 @@
 
 use std::sync::atomic::Ordering;
 
+use ringway_core::frame::{align_up, frame_len};
+
 use crate::broker::{Broker, Prepared, StoreOutcome};
 use crate::codec::Publish;
 use crate::dedup::DuplicateFilter;
@@ -20,13 +22,17 @@ use crate::metrics::Metrics;
 
 /// What a stored (or refused) message is acknowledged with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
+pub struct Ack<'b> {
     /// QoS of the PUBLISH (0: nothing to send).
     pub qos: u8,
     /// Its packet id.
     pub pkid: u16,
     /// What became of it.
     pub outcome: StoreOutcome,
+    /// The stream it is in: where it was appended (with the position after its frame), or,
+    /// for a redelivery not appended again, the stream its route names (`None` for the end:
+    /// stored earlier, somewhere before the stream's tail). `None` when it is in no stream.
+    pub stored_in: Option<(&'b str, Option<u64>)>,
 }
 
 /// A message received and checked, not yet stored.
@@ -46,7 +52,7 @@ pub struct InboundBatch<'b> {
     meta: Vec<u8>,
     positions: Vec<u64>,
     /// Acknowledgements owed after the last [`InboundBatch::store`], in the order received.
-    done: Vec<Ack>,
+    done: Vec<Ack<'b>>,
     /// PUBLISH packets received per QoS, and their payload bytes, not yet counted in the metrics.
     received: [u64; 3],
     received_bytes: u64,
@@ -129,6 +135,13 @@ impl<'b> InboundBatch<'b> {
             qos: q.publish.qos,
             pkid: q.publish.pkid,
             outcome,
+            stored_in: match outcome {
+                StoreOutcome::Duplicate => broker
+                    .routes
+                    .inbound(&q.publish.topic)
+                    .map(|r| (r.stream.as_str(), None)),
+                _ => None,
+            },
         };
         let pending = &self.pending;
         let mut appended = 0u64;
@@ -162,11 +175,16 @@ impl<'b> InboundBatch<'b> {
                 let result = broker
                     .journal
                     .append_batch(stream, &items, &mut self.positions);
-                for &pos in &self.positions {
+                for (&pos, item) in self.positions.iter().zip(&items) {
                     let q = &pending[i];
                     if let Ok(p) = &q.prepared {
                         let outcome = broker.stored(client_id, &q.publish, p, pos, Some(dedup));
-                        self.done.push(ack(q, outcome));
+                        let mut a = ack(q, outcome);
+                        if matches!(outcome, StoreOutcome::Stored(_)) {
+                            let len = frame_len(item.meta.len(), item.payload.len());
+                            a.stored_in = Some((stream, Some(pos + align_up(len))));
+                        }
+                        self.done.push(a);
                     }
                     retained |= q.publish.retain;
                     appended += 1;
@@ -202,7 +220,7 @@ impl<'b> InboundBatch<'b> {
     }
 
     /// The outcomes of the last [`InboundBatch::store`], in the order the messages were received.
-    pub fn take_done(&mut self) -> std::vec::Drain<'_, Ack> {
+    pub fn take_done(&mut self) -> std::vec::Drain<'_, Ack<'b>> {
         self.done.drain(..)
     }
 

@@ -79,8 +79,28 @@ pub struct AppendItem<'a> {
     pub payload: &'a [u8],
 }
 
+/// What the replicas of one stream hold, as their replication senders recorded it (read by
+/// [`crate::sync_replication`]).
+pub trait ReplicaProgress: Send + Sync {
+    /// The highest position that at least `k` replicas hold (`None`: fewer than `k` recorded).
+    fn quorum_position(&self, k: usize) -> Option<u64>;
+    /// (receiver id, position) of every replica recorded.
+    fn replicas(&self) -> Vec<(u64, u64)>;
+    /// Position after the last committed frame of the stream.
+    fn tail(&self) -> u64;
+}
+
 /// A storage of named streams.
 pub trait Journal: Send + Sync + 'static {
+    /// What the replicas of `stream` hold. `None` (the default): this storage has no
+    /// replication, so no replica ever acknowledges anything.
+    fn replica_progress(
+        &self,
+        _stream: &str,
+    ) -> Result<Option<Arc<dyn ReplicaProgress>>, JournalError> {
+        Ok(None)
+    }
+
     /// Makes sure `stream` exists (creating it with the gateway's stream settings).
     fn ensure_stream(&self, stream: &str) -> Result<(), JournalError>;
 

@@ -15,13 +15,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use ringway_core::{
-    AppendOptions, CursorOptions, NamedReader, Position, Reader, Start, Stream, StreamConfig,
-    Writer,
+    AppendOptions, CursorOptions, NamedReader, Position, Reader, ReplicaAcks, Start, Stream,
+    StreamConfig, Writer,
 };
 
 use crate::config::Config;
 use crate::journal::{
     AppendItem, CursorCommitter, Journal, JournalError, JournalReader, ReadFrom, RecordRef,
+    ReplicaProgress,
 };
 
 /// Room reserved for MQTT metadata on top of the largest packet.
@@ -158,7 +159,42 @@ impl CoreJournal {
     }
 }
 
+/// [`ReplicaProgress`] from a stream's replica-acknowledgement table in its `meta` file.
+struct CoreReplicaProgress {
+    stream: Stream,
+    acks: ReplicaAcks,
+}
+
+impl ReplicaProgress for CoreReplicaProgress {
+    fn quorum_position(&self, k: usize) -> Option<u64> {
+        self.acks.quorum_position(k)
+    }
+
+    fn replicas(&self) -> Vec<(u64, u64)> {
+        self.acks
+            .entries()
+            .iter()
+            .map(|e| (e.receiver_id, e.position))
+            .collect()
+    }
+
+    fn tail(&self) -> u64 {
+        self.stream.tail().0
+    }
+}
+
 impl Journal for CoreJournal {
+    fn replica_progress(
+        &self,
+        stream: &str,
+    ) -> Result<Option<Arc<dyn ReplicaProgress>>, JournalError> {
+        let e = self.entry(stream)?;
+        Ok(Some(Arc::new(CoreReplicaProgress {
+            stream: e.stream.clone(),
+            acks: e.stream.replica_acks(),
+        })))
+    }
+
     fn ensure_stream(&self, stream: &str) -> Result<(), JournalError> {
         self.entry(stream).map(|_| ())
     }

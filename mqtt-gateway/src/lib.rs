@@ -55,6 +55,17 @@
 //!   follows; the packet id is remembered until PUBREL, so a resent PUBLISH is not appended twice
 //!   (exactly once into the stream). Outbound QoS 1/2 follow the spec flows with a bounded
 //!   inflight window (`mqtt.max_inflight`, lowered by an MQTT 5 client's Receive Maximum).
+//! - **Synchronous replication** (`[replication] sync_replicas = N`, `sync_timeout_ms`, default
+//!   off): a QoS 1 PUBACK or QoS 2 PUBREC is sent only once `N` replicas hold the message, as
+//!   recorded by the replication senders (`ringway replicate`, any process) in the stream's
+//!   replica-acknowledgement table ([`sync_replication`]). The connection keeps reading and
+//!   delivering meanwhile; acknowledgements go out in the order the messages arrived, a batch
+//!   waits once for its last position, a redelivery waits for the stream's tail. On timeout an
+//!   MQTT 5 client gets reason 0x80 with a reason string naming the stream, the position and
+//!   the replicas (the message is in the primary's journal, not confirmed replicated); an MQTT
+//!   3.1.1 connection is closed unacknowledged, and the client's redelivery is recognised by the
+//!   duplicate filter, not appended again (persistent sessions). Counted in
+//!   `ringway_mqtt_sync_replication_waits_total` / `_timeouts_total`.
 //! - **Typed routes** (`payload_type = "telemetry"`): payloads are validated as ringway-core
 //!   `wire::Telemetry` records (invalid ones go to the dead-letter stream with the reason), stored
 //!   with its `type_id`, and a reading already stored — same device id, boot id and sequence
@@ -120,6 +131,7 @@ pub mod queue;
 pub mod route;
 pub mod server;
 pub mod session_store;
+pub mod sync_replication;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topic;

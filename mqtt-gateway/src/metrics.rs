@@ -65,6 +65,10 @@ pub struct Metrics {
     pub duplicates_suppressed: AtomicU64,
     /// Messages sent to the dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// QoS 1/2 acknowledgements that waited for replicas (synchronous replication).
+    pub sync_waits: AtomicU64,
+    /// Of those, the ones whose replicas did not acknowledge in time.
+    pub sync_timeouts: AtomicU64,
     /// SUBSCRIBE filters refused by ACL.
     pub subscribe_denied: AtomicU64,
     /// Connections closed because of a malformed packet or protocol violation.
@@ -161,6 +165,18 @@ impl Metrics {
             "counter",
             "Messages sent to the dead-letter stream.",
             g(&self.dead_letters),
+        );
+        one(
+            "ringway_mqtt_sync_replication_waits_total",
+            "counter",
+            "QoS 1/2 acknowledgements that waited for replicas.",
+            g(&self.sync_waits),
+        );
+        one(
+            "ringway_mqtt_sync_replication_timeouts_total",
+            "counter",
+            "Acknowledgements whose replicas did not confirm within replication.sync_timeout_ms.",
+            g(&self.sync_timeouts),
         );
         one(
             "ringway_mqtt_subscribe_denied_total",
