@@ -150,50 +150,77 @@ fn payloads(root: &Path) -> Vec<Vec<u8>> {
     out
 }
 
+/// A primary node (`ringway up` with `sync_replicas`) replicated over UDP to a receiver
+/// process, each in its own temporary root.
+struct Node {
+    primary: tempfile::TempDir,
+    replica: tempfile::TempDir,
+    mqtt: SocketAddr,
+    /// receive, up, replicate (in that order).
+    procs: Procs,
+}
+
+impl Node {
+    fn start(sync_replicas: usize) -> Node {
+        let primary = tempfile::tempdir().unwrap();
+        let replica = tempfile::tempdir().unwrap();
+        let config = primary.path().join("ringway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[replication]\nsync_replicas = {sync_replicas}\nsync_timeout_ms = {SYNC_TIMEOUT_MS}\n"
+            ),
+        )
+        .unwrap();
+        let (mqtt_port, metrics_port, udp_port) =
+            (free_tcp_port(), free_tcp_port(), free_udp_port());
+        let mqtt: SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
+        let udp = format!("udp://127.0.0.1:{udp_port}");
+        let (pdir, rdir) = (
+            primary.path().display().to_string(),
+            replica.path().display().to_string(),
+        );
+        let mut procs = Procs(Vec::new());
+        procs
+            .0
+            .push(spawn(&["receive", "--listen", &udp, "--dir", &rdir]));
+        procs.0.push(spawn(&[
+            "up",
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            &pdir,
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]));
+        wait_until("the gateway listens", || TcpStream::connect(mqtt).is_ok());
+        wait_until("the gateway creates its stream", || {
+            primary.path().join("mqtt").join("meta").exists()
+        });
+        procs
+            .0
+            .push(spawn(&["replicate", "mqtt", "--to", &udp, "--dir", &pdir]));
+        let acks = Stream::open(primary.path(), "mqtt").unwrap().replica_acks();
+        wait_until("the sender records its receiver", || {
+            !acks.entries().is_empty()
+        });
+        Node {
+            primary,
+            replica,
+            mqtt,
+            procs,
+        }
+    }
+}
+
 #[test]
 fn qos1_puback_waits_for_a_udp_replica_in_another_process() {
-    let primary = tempfile::tempdir().unwrap();
-    let replica = tempfile::tempdir().unwrap();
-    let config = primary.path().join("ringway.toml");
-    std::fs::write(
-        &config,
-        format!("[replication]\nsync_replicas = 1\nsync_timeout_ms = {SYNC_TIMEOUT_MS}\n"),
-    )
-    .unwrap();
-    let (mqtt_port, metrics_port, udp_port) = (free_tcp_port(), free_tcp_port(), free_udp_port());
-    let mqtt: SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
-    let udp = format!("udp://127.0.0.1:{udp_port}");
-    let (pdir, rdir) = (
-        primary.path().display().to_string(),
-        replica.path().display().to_string(),
-    );
-    let mut procs = Procs(Vec::new());
-    procs
-        .0
-        .push(spawn(&["receive", "--listen", &udp, "--dir", &rdir]));
-    procs.0.push(spawn(&[
-        "up",
-        "--config",
-        config.to_str().unwrap(),
-        "--dir",
-        &pdir,
-        "--mqtt-listen",
-        &mqtt.to_string(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics_port}"),
-    ]));
-    wait_until("the gateway listens", || TcpStream::connect(mqtt).is_ok());
-    wait_until("the gateway creates its stream", || {
-        primary.path().join("mqtt").join("meta").exists()
-    });
-    procs
-        .0
-        .push(spawn(&["replicate", "mqtt", "--to", &udp, "--dir", &pdir]));
-    let stream = Stream::open(primary.path(), "mqtt").unwrap();
+    let mut node = Node::start(1);
+    let (primary, replica, mqtt) = (node.primary.path(), node.replica.path(), node.mqtt);
+    let stream = Stream::open(primary, "mqtt").unwrap();
     let acks = stream.replica_acks();
-    wait_until("the sender records its receiver", || {
-        !acks.entries().is_empty()
-    });
 
     // QoS 1 (MQTT 3.1.1): the PUBACK comes, and by then the replica holds the message.
     let mut c = client(mqtt, "e2e-311", false);
@@ -207,12 +234,12 @@ fn qos1_puback_waits_for_a_udp_replica_in_another_process() {
         acks.entries()
     );
     wait_until("the replica stream holds the message", || {
-        payloads(replica.path()).contains(&b"replicated-1".to_vec())
+        payloads(replica).contains(&b"replicated-1".to_vec())
     });
 
     // Receiver gone: no replica acknowledges the next message; MQTT 5 gets 0x80 after the
     // timeout, and the message is only in the primary.
-    let mut receiver = procs.0.remove(0);
+    let mut receiver = node.procs.0.remove(0);
     receiver.kill().unwrap();
     receiver.wait().unwrap();
     let mut c5 = client(mqtt, "e2e-5", true);
@@ -220,7 +247,64 @@ fn qos1_puback_waits_for_a_udp_replica_in_another_process() {
         .unwrap();
     let (first, body) = recv(&mut c5);
     assert_eq!((first, &body[..3]), (0x40, &[0, 2, 0x80][..]), "{body:?}");
-    assert!(payloads(primary.path()).contains(&b"unreplicated".to_vec()));
-    assert!(!payloads(replica.path()).contains(&b"unreplicated".to_vec()));
-    drop(procs);
+    assert!(payloads(primary).contains(&b"unreplicated".to_vec()));
+    assert!(!payloads(replica).contains(&b"unreplicated".to_vec()));
+}
+
+/// Publish -> PUBACK round trips of one QoS 1 client, in microseconds.
+fn round_trips(c: &mut TcpStream, pkid_base: u16, n: usize, out: &mut Vec<f64>) {
+    for i in 0..n {
+        let pkid = pkid_base + i as u16;
+        let t = Instant::now();
+        c.write_all(&publish("lat/x", pkid, &[7u8; 64], false))
+            .unwrap();
+        let (first, body) = recv(c);
+        out.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        assert_eq!((first, &body[..]), (0x40, &pkid.to_be_bytes()[..]));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A measurement, not a check (run with `--ignored --nocapture`, on an optimised build): QoS 1
+/// publish -> PUBACK latency of one MQTT 3.1.1 client with `sync_replicas = 0` and `= 1`, in
+/// one run. Both nodes replicate over UDP on loopback (same processes, same load); only the
+/// waiting differs. Rounds alternate between the two so machine noise hits both alike.
+#[test]
+#[ignore]
+fn measure_sync_puback_latency() {
+    let nodes = [Node::start(0), Node::start(1)];
+    let mut clients: Vec<TcpStream> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| client(n.mqtt, &format!("lat-{i}"), true))
+        .collect();
+    let (rounds, per_round) = (40, 250);
+    let mut samples = [Vec::new(), Vec::new()];
+    // Warm-up round, not recorded.
+    for c in clients.iter_mut() {
+        round_trips(c, 1, per_round, &mut Vec::new());
+    }
+    for _ in 0..rounds {
+        for (c, s) in clients.iter_mut().zip(samples.iter_mut()) {
+            round_trips(c, 1, per_round, s);
+        }
+    }
+    for (i, s) in samples.iter_mut().enumerate() {
+        s.sort_by(f64::total_cmp);
+        println!(
+            "sync_replicas={i}: n={} p50={:.1}us p90={:.1}us p99={:.1}us max={:.1}us",
+            s.len(),
+            percentile(s, 0.5),
+            percentile(s, 0.9),
+            percentile(s, 0.99),
+            s[s.len() - 1]
+        );
+    }
+    println!(
+        "p50 ratio sync/async: {:.2}",
+        percentile(&samples[1], 0.5) / percentile(&samples[0], 0.5)
+    );
 }
