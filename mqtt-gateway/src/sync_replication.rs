@@ -12,10 +12,10 @@
 //!
 //! **Why a thread that sleeps 100 µs, not a tokio interval**: tokio's timer wheel has 1 ms
 //! resolution, which would add up to a millisecond to every acknowledgement, ten times a
-//! loopback replication round trip. A dedicated thread polling 16 cache lines every 100 µs costs
-//! a few percent of one core while someone waits and nothing otherwise (it parks when no
-//! connection waits for a position the replicas have not reached). The table is in shared memory
-//! written by another process, so there is no in-process event to wait on.
+//! loopback replication round trip. A dedicated thread reads the 16 cache lines of the table
+//! every 100 µs while someone waits and parks otherwise: when no connection waits for a
+//! position the replicas have not reached, or every wait's deadline has passed. The table is in
+//! shared memory written by another process, so there is no in-process event to wait on.
 //!
 //! A batch of PUBLISHes from one read waits once, for its last position: the watcher is asked for
 //! the highest target, and every acknowledgement whose target the quorum position reached goes
@@ -47,6 +47,12 @@ pub struct StreamWatch {
     /// The highest target any connection asked for: the watcher polls while the quorum position
     /// is below it. Only grows (`fetch_max`).
     want: AtomicU64,
+    /// Until when (ns after `epoch`) someone waits: the latest deadline of any wait. Past it the
+    /// watcher stops polling even if the replicas never reached `want`. Only grows.
+    until_ns: AtomicU64,
+    epoch: Instant,
+    /// Reads of the table so far (`Relaxed`: a statistic).
+    polls: AtomicU64,
     /// The watcher thread (set right after the watch is built, before anyone can wait on it).
     thread: OnceLock<Thread>,
 }
@@ -61,10 +67,12 @@ impl std::fmt::Debug for StreamWatch {
 }
 
 impl StreamWatch {
-    /// Asks the watcher to poll until the quorum position reaches `target`.
-    fn want(&self, target: u64) {
-        // AcqRel: the watcher loads `want` (Acquire) after publishing a quorum position; either
-        // it sees this target and keeps polling, or the unpark below wakes it from its park.
+    /// Asks the watcher to poll until the quorum position reaches `target` or `deadline`.
+    fn want(&self, target: u64, deadline: Instant) {
+        let until = deadline.saturating_duration_since(self.epoch).as_nanos() as u64;
+        // AcqRel: the watcher loads both (Acquire) after publishing a quorum position; either
+        // it sees them and keeps polling, or the unpark below wakes it from its park.
+        self.until_ns.fetch_max(until, Ordering::AcqRel);
         self.want.fetch_max(target, Ordering::AcqRel);
         if let Some(t) = self.thread.get() {
             t.unpark();
@@ -94,8 +102,14 @@ impl StreamWatch {
             .unwrap_or_default()
     }
 
+    /// Reads of the table so far.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
     /// One read of the table.
     fn poll(&self) -> u64 {
+        self.polls.fetch_add(1, Ordering::Relaxed);
         let q = self
             .progress
             .as_ref()
@@ -116,7 +130,10 @@ fn watch_loop(w: Weak<StreamWatch>) {
         let Some(s) = w.upgrade() else { return };
         let q = s.poll();
         // Acquire: pairs with `StreamWatch::want`.
-        let idle = q >= s.want.load(Ordering::Acquire);
+        let reached = q >= s.want.load(Ordering::Acquire);
+        let expired = s.epoch.elapsed().as_nanos() as u64 >= s.until_ns.load(Ordering::Acquire);
+        // Nobody waits (every wait's deadline passed), or there is nothing to read.
+        let idle = reached || expired || s.progress.is_none();
         drop(s);
         if idle {
             // A connection that asks for more unparks this thread (a token set before the park
@@ -219,6 +236,9 @@ impl SyncReplication {
             required: self.required,
             quorum: watch::Sender::new(0),
             want: AtomicU64::new(0),
+            until_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            polls: AtomicU64::new(0),
             thread: OnceLock::new(),
         });
         let weak = Arc::downgrade(&w);
@@ -236,11 +256,12 @@ impl SyncReplication {
     pub fn wait_for(&self, stream: &str, end: Option<u64>) -> SyncWait {
         let watch = self.watch(stream);
         let target = end.unwrap_or_else(|| watch.progress.as_ref().map_or(u64::MAX, |p| p.tail()));
-        watch.want(target);
+        let deadline = Instant::now() + self.timeout;
+        watch.want(target, deadline);
         SyncWait {
             watch,
             target,
-            deadline: Instant::now() + self.timeout,
+            deadline,
         }
     }
 }
@@ -308,6 +329,41 @@ mod tests {
         assert!(w.is_done());
         // A redelivery waits for the tail, which both hold.
         assert!(sync.wait_for("s", None).target == end);
+    }
+
+    #[test]
+    fn the_watcher_stops_polling_once_every_wait_expired() {
+        let (_dir, j, _) = setup(1);
+        j.append("s", b"", b"x").unwrap();
+        let rc = ReplicationConfig {
+            sync_replicas: 1,
+            sync_timeout_ms: 20,
+        };
+        let sync = SyncReplication::new(&rc, j.clone()).unwrap();
+        let w = sync.wait_for("s", Some(u64::MAX - 1));
+        // While the wait lasts the watcher polls (no replica ever acknowledges).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.watch.polls() < 3 {
+            assert!(Instant::now() < deadline, "the watcher polls while someone waits");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // After the deadline it parks: over 100 ms, at most the parked thread's periodic
+        // look (every 200 ms) and the iteration that noticed the deadline, instead of ~1000.
+        while Instant::now() < w.deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let before = w.watch.polls();
+        std::thread::sleep(Duration::from_millis(100));
+        let polled = w.watch.polls() - before;
+        assert!(polled <= 3, "{polled} polls with nobody waiting");
+        // A new wait wakes it again.
+        let again = sync.wait_for("s", Some(u64::MAX - 1));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while again.watch.polls() < before + polled + 3 {
+            assert!(Instant::now() < deadline, "a new wait wakes the watcher");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

@@ -279,7 +279,7 @@ fn measure_sync_puback_latency() {
     let mut clients: Vec<TcpStream> = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| client(n.mqtt, &format!("lat-{i}"), true))
+        .map(|(i, n)| client(n.mqtt, &format!("lat-{i}"), false))
         .collect();
     let (rounds, per_round) = (40, 250);
     let mut samples = [Vec::new(), Vec::new()];

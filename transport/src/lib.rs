@@ -13,6 +13,7 @@ pub mod frame;
 pub mod io;
 pub mod journal;
 pub mod loss;
+mod status;
 pub mod sync;
 pub mod tcp;
 pub mod udp;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::frame::{check_header, for_each_frame};
 use crate::io::{Backend, IoCounters};
 use crate::journal::{Geometry, Replica, ReplicaStore};
+use crate::status::StatusPolicy;
 use crate::udp::{random_u64, ReceiverStats};
 use crate::wire::{decode, encode, ErrorCode, ErrorPacket, Packet, SetupAck, Status, WireError};
 
@@ -25,6 +26,9 @@ pub struct TcpReceiverConfig {
     pub window: u32,
     /// STATUS is sent at least this often, and whenever the position moved a quarter window.
     pub status_interval: Duration,
+    /// A position that moved is acknowledged once no STATUS went out for this long (see the
+    /// UDP receiver's setting of the same name).
+    pub status_progress_gap: Duration,
     /// A connection silent for this long is closed.
     pub session_timeout: Duration,
     /// Longest wait per loop iteration.
@@ -41,10 +45,19 @@ impl TcpReceiverConfig {
             auth: None,
             window: 8 << 20,
             status_interval: Duration::from_millis(10),
+            status_progress_gap: Duration::from_micros(100),
             session_timeout: Duration::from_secs(5),
             idle_wait: Duration::from_millis(1),
             backend: Backend::Auto,
         }
+    }
+}
+
+fn status_policy(cfg: &TcpReceiverConfig) -> StatusPolicy {
+    StatusPolicy {
+        interval: cfg.status_interval,
+        progress_gap: cfg.status_progress_gap,
+        window: cfg.window,
     }
 }
 
@@ -182,7 +195,15 @@ impl TcpReceiver {
             }
             _ => true,
         });
-        self.io.poll(self.cfg.idle_wait)?;
+        // Progress not acknowledged yet shortens the wait to when its STATUS is due.
+        let status = status_policy(&self.cfg);
+        let wait = self
+            .conns
+            .iter()
+            .filter_map(|c| c.active.as_ref())
+            .filter_map(|a| status.progress_wait(a.next, a.status_pos, a.last_status, now))
+            .fold(self.cfg.idle_wait, Duration::min);
+        self.io.poll(wait)?;
         Ok(())
     }
 
@@ -216,11 +237,8 @@ impl TcpReceiver {
             // Relaxed: statistics, read for progress; they order nothing.
             self.stats.position.store(a.next, Ordering::Relaxed);
             self.stats.highest.store(a.next, Ordering::Relaxed);
-            let moved = a.next - a.status_pos >= self.cfg.window as u64 / 4;
-            if moved
-                || a.last_status
-                    .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
-            {
+            let status = status_policy(&self.cfg);
+            if status.due(a.next, a.status_pos, a.last_status, now) {
                 let st = Packet::Status(Status {
                     receiver_id: self.id,
                     position: a.next,

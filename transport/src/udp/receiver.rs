@@ -20,6 +20,7 @@ use crate::frame::{align8, check_header, for_each_frame};
 use crate::io::{open_udp, Backend, DatagramIo, UdpOptions};
 use crate::journal::{Geometry, Replica, ReplicaStore};
 use crate::loss::{LossConfig, LossyIo};
+use crate::status::StatusPolicy;
 use crate::wire::{
     decode, encode, Data, ErrorCode, ErrorPacket, Nak, Packet, Setup, SetupAck, Status,
     MAX_NAK_RANGES,
@@ -43,6 +44,10 @@ pub struct ReceiverConfig {
     pub window: u32,
     /// STATUS is sent at least this often, and whenever the position moved a quarter window.
     pub status_interval: Duration,
+    /// A position that moved is acknowledged once no STATUS went out for this long, so a
+    /// writer waiting for replicas (synchronous replication) hears of it soon; at most one
+    /// STATUS per gap while data flows. `Duration::MAX`: only the rules above.
+    pub status_progress_gap: Duration,
     /// A gap still open is NAKed again after this long.
     pub nak_interval: Duration,
     /// A session without packets for this long is closed (its replica released).
@@ -64,6 +69,7 @@ impl ReceiverConfig {
             loss: None,
             window: 4 << 20,
             status_interval: Duration::from_millis(10),
+            status_progress_gap: Duration::from_micros(100),
             nak_interval: Duration::from_millis(4),
             session_timeout: Duration::from_secs(5),
             idle_wait: Duration::from_millis(1),
@@ -244,6 +250,8 @@ impl UdpReceiver {
         self.rx_meta.clear();
         // Multicast: while a gap is open, retransmissions come to the control socket.
         let gap = self.group_io.is_some() && self.sessions.values().any(|s| s.highest > s.next);
+        // Progress not acknowledged yet shortens the wait to when its STATUS is due.
+        let wait = self.wait(early);
         let (rx, meta) = (&mut self.rx, &mut self.rx_meta);
         let mut on_recv = |d: &[u8], from| {
             let s = rx.len();
@@ -252,7 +260,7 @@ impl UdpReceiver {
         };
         match self.group_io.as_mut() {
             None => {
-                self.io.poll(self.cfg.idle_wait, &mut on_recv)?;
+                self.io.poll(wait, &mut on_recv)?;
             }
             Some(g) => {
                 // Two sockets: take what both hold; when neither holds anything, wait on the
@@ -261,9 +269,9 @@ impl UdpReceiver {
                     + self.io.poll(Duration::ZERO, &mut on_recv)?;
                 if n == 0 {
                     if gap {
-                        self.io.poll(self.cfg.idle_wait, &mut on_recv)?;
+                        self.io.poll(wait, &mut on_recv)?;
                     } else {
-                        g.poll(self.cfg.idle_wait, &mut on_recv)?;
+                        g.poll(wait, &mut on_recv)?;
                     }
                 }
             }
@@ -278,6 +286,29 @@ impl UdpReceiver {
         self.rx_meta = meta;
         self.timers(now)?;
         Ok(())
+    }
+
+    fn status_policy(&self) -> StatusPolicy {
+        StatusPolicy {
+            interval: self.cfg.status_interval,
+            progress_gap: self.cfg.status_progress_gap,
+            window: self.cfg.window,
+        }
+    }
+
+    /// How long the next poll may wait: `idle_wait`, or less when a session's progress must be
+    /// acknowledged sooner.
+    fn wait(&self, now: Option<Instant>) -> Duration {
+        let idle = self.cfg.idle_wait;
+        if idle.is_zero() || self.sessions.is_empty() {
+            return idle;
+        }
+        let now = now.unwrap_or_else(Instant::now);
+        let policy = self.status_policy();
+        self.sessions
+            .values()
+            .filter_map(|s| policy.progress_wait(s.next, s.status_pos, s.last_status, now))
+            .fold(idle, Duration::min)
     }
 
     fn send(&mut self, to: SocketAddr, session: u32, p: &Packet<'_>) -> Result<()> {
@@ -522,13 +553,10 @@ impl UdpReceiver {
         });
         // Reused between iterations: a quiet loop allocates nothing.
         let mut out = std::mem::take(&mut self.pending);
+        let status = self.status_policy();
         for (&id, s) in self.sessions.iter_mut() {
             Self::nak(s, id, self.id, now, &self.cfg, &self.stats, &mut out);
-            let moved = s.next - s.status_pos >= (self.cfg.window as u64) / 4;
-            if moved
-                || s.last_status
-                    .is_none_or(|t| now.duration_since(t) >= self.cfg.status_interval)
-            {
+            if status.due(s.next, s.status_pos, s.last_status, now) {
                 out.push((
                     s.peer,
                     id,
