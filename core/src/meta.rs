@@ -7,7 +7,10 @@
 
 use crate::config::{Retention, StreamConfig};
 use crate::error::{Error, IoContext, Result};
-use crate::replica_acks::{ReplicaAckSlot, REPLICA_ACK_SLOTS, REPLICA_ACK_TABLE_OFFSET};
+use crate::replica_acks::{
+    ReplicaAckSignal, ReplicaAckSlot, REPLICA_ACK_SIGNAL_OFFSET, REPLICA_ACK_SLOTS,
+    REPLICA_ACK_TABLE_OFFSET,
+};
 use memmap2::MmapRaw;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -187,7 +190,9 @@ pub struct Meta {
     /// At 2048: replica acknowledgements (see [`crate::replica_acks`]; zero in files written
     /// before the table existed, which reads as "no acknowledgements").
     pub replica_acks: [ReplicaAckSlot; REPLICA_ACK_SLOTS],
-    _pad2: [u8; 1024],
+    /// At 3072: change count and waiters of the replica-acknowledgement table.
+    pub replica_ack_signal: ReplicaAckSignal,
+    _pad2: [u8; 960],
 }
 
 const _: () = {
@@ -200,6 +205,7 @@ const _: () = {
     assert!(std::mem::offset_of!(Meta, cursors) == 896);
     assert!(std::mem::offset_of!(Meta, slots) == 1024);
     assert!(std::mem::offset_of!(Meta, replica_acks) == REPLICA_ACK_TABLE_OFFSET);
+    assert!(std::mem::offset_of!(Meta, replica_ack_signal) == REPLICA_ACK_SIGNAL_OFFSET);
     assert!(std::mem::size_of::<WriterSlot>() == 64);
     assert!(std::mem::size_of::<Meta>() == CURSOR_TABLE_OFFSET);
 };

@@ -30,8 +30,12 @@
 //! Loom checks this protocol in `core/tests/loom_replica_acks.rs`, through the same generic code
 //! ([`AckWords`]) that the memory-mapped table uses.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::notify::{futex_wait, futex_wake};
 
 use crate::process::{current_pid, current_start_time, is_alive};
 use crate::stream::Shared;
@@ -40,6 +44,8 @@ use crate::stream::Shared;
 pub const REPLICA_ACK_TABLE_OFFSET: usize = 2048;
 /// Slots in the table: receivers whose acknowledgements a stream records at once.
 pub const REPLICA_ACK_SLOTS: usize = 16;
+/// Offset of the table's change signal in `meta` (right after the slots).
+pub const REPLICA_ACK_SIGNAL_OFFSET: usize = 3072;
 /// Receiver word of a slot being taken (never a valid receiver id).
 pub const BUSY: u64 = u64::MAX;
 
@@ -78,6 +84,27 @@ pub struct ReplicaAckSlot {
 }
 
 const _: () = assert!(std::mem::size_of::<ReplicaAckSlot>() == 64);
+
+/// Lets a process sleep until a recorder changes the table (64 bytes, its own cache line).
+///
+/// A recorder, after each record or release, increments `changes` and then loads `waiters`
+/// (both `SeqCst`), and calls `FUTEX_WAKE` on `changes` only when there is a waiter. A waiter
+/// increments `waiters`, loads `changes` (both `SeqCst`), and sleeps in `FUTEX_WAIT` only if it
+/// is still the count it saw before reading the table. In the single total order of these
+/// `SeqCst` operations either the recorder's load sees the waiter (and wakes it) or the
+/// waiter's load sees the new count (and does not sleep): a change is never slept through.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct ReplicaAckSignal {
+    /// Changes so far (wraps); the futex word.
+    pub changes: AtomicU32,
+    /// Processes sleeping on `changes`.
+    pub waiters: AtomicU32,
+    /// Zero.
+    pub _reserved: [u32; 14],
+}
+
+const _: () = assert!(std::mem::size_of::<ReplicaAckSignal>() == 64);
 
 /// The words of one slot, wherever they live (the mapping, or loom atomics in the model tests).
 pub trait AckWord {
@@ -374,6 +401,41 @@ impl ReplicaAcks {
         &self.shared.meta.get().replica_acks
     }
 
+    fn signal(&self) -> &ReplicaAckSignal {
+        &self.shared.meta.get().replica_ack_signal
+    }
+
+    /// Tells sleeping waiters (any process) that the table changed.
+    fn changed(&self) {
+        let s = self.signal();
+        // SeqCst (both): see `ReplicaAckSignal`.
+        s.changes.fetch_add(1, Ordering::SeqCst);
+        if s.waiters.load(Ordering::SeqCst) != 0 {
+            futex_wake(&s.changes);
+        }
+    }
+
+    /// The table's change count: pass it to [`ReplicaAcks::wait_for_change`] after reading the
+    /// table, to sleep until the next change.
+    pub fn change_count(&self) -> u32 {
+        // SeqCst: see `ReplicaAckSignal` (loaded before the table is read, so a change made
+        // after that read moves the count away from this value).
+        self.signal().changes.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a recorder changes the table after `seen` (a [`ReplicaAcks::change_count`]
+    /// taken before reading it), or `timeout` passes; returns at once if it already changed.
+    /// Recorders of builds without the signal are only seen at the timeout.
+    pub fn wait_for_change(&self, seen: u32, timeout: Duration) {
+        let s = self.signal();
+        // SeqCst (both): see `ReplicaAckSignal`.
+        s.waiters.fetch_add(1, Ordering::SeqCst);
+        if s.changes.load(Ordering::SeqCst) == seen {
+            futex_wait(&s.changes, seen, timeout);
+        }
+        s.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Records that receiver `receiver_id` holds the stream up to `position` (a receiver's
     /// entry never moves back). Its first record takes a free slot, or the slot of a receiver
     /// whose recording process is gone; [`ReplicaAckError::TableFull`] when there is none.
@@ -385,13 +447,19 @@ impl ReplicaAcks {
         };
         record(self.table(), receiver_id, position, me, &|pid, start| {
             !is_alive(pid, start)
-        })
+        })?;
+        self.changed();
+        Ok(())
     }
 
     /// Frees the slot of `receiver_id` (its replication session ended); returns whether it had
     /// one. Its acknowledgements no longer count.
     pub fn release(&self, receiver_id: u64) -> bool {
-        release(self.table(), receiver_id)
+        let found = release(self.table(), receiver_id);
+        if found {
+            self.changed();
+        }
+        found
     }
 
     /// Receivers that hold the stream up to `position` or further.

@@ -30,6 +30,15 @@ fn child_process() {
         acks.record(id, id * 1_000_000 + p).expect("record");
     }
     match role.as_str() {
+        "signal" => {
+            // Records once the parent sleeps (it says so with a file), to wake it.
+            let ready: PathBuf = env::<String>("RW_READY").into();
+            while !ready.exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            acks.record(id, u64::MAX / 2).expect("record");
+        }
         "release" => assert!(acks.release(id)),
         "crash" => {} // exits holding its slot, as a killed sender would
         other => panic!("unknown role {other}"),
@@ -144,4 +153,39 @@ fn table_bytes_match_the_documented_layout() {
     let s2 = Stream::open(root.path(), STREAM).unwrap();
     s2.writer().unwrap().append(b"x").unwrap();
     assert_eq!(s2.replica_acks().acknowledged_by(4096), 1);
+}
+
+#[test]
+fn a_record_in_another_process_wakes_a_sleeping_waiter() {
+    let root = temp_root();
+    let stream = create(root.path());
+    let acks = stream.replica_acks();
+    // A change made before the wait: no sleep at all.
+    let seen = acks.change_count();
+    acks.record(5, 8).unwrap();
+    acks.wait_for_change(seen, Duration::from_secs(3600));
+    let ready = root.path().join("ready");
+    let child = spawn_child(
+        "child_process",
+        "signal",
+        &[
+            ("RW_ROOT", root.path().display().to_string()),
+            ("RW_ID", "3".into()),
+            ("RW_READY", ready.display().to_string()),
+        ],
+    );
+    let watchdog = Duration::from_secs(120);
+    let start = std::time::Instant::now();
+    let mut seen = acks.change_count();
+    std::fs::write(&ready, b"").unwrap();
+    // Sleep until the child's record (STEPS records first, then the signal role's one).
+    while acks.acknowledged_by(u64::MAX / 2) == 0 {
+        acks.wait_for_change(seen, watchdog);
+        assert!(
+            start.elapsed() < watchdog,
+            "not woken by the child's records"
+        );
+        seen = acks.change_count();
+    }
+    wait_child(child, "signal", CHILD_DEADLINE);
 }

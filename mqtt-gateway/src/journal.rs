@@ -88,6 +88,15 @@ pub trait ReplicaProgress: Send + Sync {
     fn replicas(&self) -> Vec<(u64, u64)>;
     /// Position after the last committed frame of the stream.
     fn tail(&self) -> u64;
+    /// A count that moves whenever a sender records something (read it before reading the
+    /// positions, then pass it to [`ReplicaProgress::wait_for_change`]).
+    fn change_count(&self) -> u32 {
+        0
+    }
+    /// Sleeps until the count moved away from `seen`, or `timeout` (default: the timeout).
+    fn wait_for_change(&self, _seen: u32, timeout: std::time::Duration) {
+        std::thread::sleep(timeout);
+    }
 }
 
 /// A storage of named streams.

@@ -181,6 +181,14 @@ impl ReplicaProgress for CoreReplicaProgress {
     fn tail(&self) -> u64 {
         self.stream.tail().0
     }
+
+    fn change_count(&self) -> u32 {
+        self.acks.change_count()
+    }
+
+    fn wait_for_change(&self, seen: u32, timeout: std::time::Duration) {
+        self.acks.wait_for_change(seen, timeout)
+    }
 }
 
 impl Journal for CoreJournal {
