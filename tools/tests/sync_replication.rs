@@ -236,6 +236,25 @@ fn qos1_puback_waits_for_a_udp_replica_in_another_process() {
     wait_until("the replica stream holds the message", || {
         payloads(replica).contains(&b"replicated-1".to_vec())
     });
+    // `ringway stat` shows the replica and how far it got.
+    let o = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["stat", "--json", "--dir"])
+        .arg(primary)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mqtt")
+        .unwrap();
+    let replicas = st["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "{st}");
+    assert!(
+        replicas[0]["acknowledged_position"].as_u64().unwrap() >= tail,
+        "{st}"
+    );
 
     // Receiver gone: no replica acknowledges the next message; MQTT 5 gets 0x80 after the
     // timeout, and the message is only in the primary.

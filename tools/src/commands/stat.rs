@@ -40,6 +40,13 @@ fn json(stream: &Stream, s: &StreamStat) -> serde_json::Value {
         "released_cursors": s.released_cursors,
         "back_pressure_events": s.back_pressure_events,
         "cursors": stream.cursors().iter().map(|c| super::cursor::json(stream, c)).collect::<Vec<_>>(),
+        "replicas": stream.replica_acks().entries().iter().map(|r| serde_json::json!({
+            "receiver_id": format!("{:#x}", r.receiver_id),
+            "acknowledged_position": r.position,
+            "lag_bytes": s.last_position.get().saturating_sub(r.position),
+            "last_ack_age_ms": now.saturating_sub(r.updated_ns) / 1_000_000,
+            "sender_pid": r.owner_pid,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -95,6 +102,16 @@ pub fn run(root: &Path, as_json: bool) -> Result<ExitCode, CmdError> {
                 println!(
                     "  cursor {:<18} at {:>14}  lag {m} msgs / {b} bytes  owner {owner}{blocking}",
                     c.name, c.position
+                );
+            }
+            // What replication receivers acknowledged (recorded by `ringway replicate`).
+            for r in stream.replica_acks().entries() {
+                println!(
+                    "  replica {:#018x} at {:>14}  lag {} bytes  sender {}",
+                    r.receiver_id,
+                    r.position,
+                    s.last_position.get().saturating_sub(r.position),
+                    r.owner_pid
                 );
             }
         }
