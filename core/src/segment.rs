@@ -81,6 +81,24 @@ impl Segment {
         }
     }
 
+    /// Hints the processor to fetch the cache line at `off` for writing (exclusive ownership), so
+    /// a later store does not wait for it (no effect past the segment end).
+    #[inline]
+    pub(crate) fn prefetch_write(&self, off: u64) {
+        if off < self.size {
+            // SAFETY: `off` is inside the mapping; PREFETCHW is a hint that never faults, reads or
+            // writes no memory and changes no flags (processors without it execute it as a NOP).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                core::arch::asm!(
+                    "prefetchw [{p}]",
+                    p = in(reg) self.map.as_ptr().add(off as usize),
+                    options(nostack, preserves_flags, readonly)
+                )
+            };
+        }
+    }
+
     /// Length of the prefix known to be free of stale commit words (see the field).
     #[inline]
     pub(crate) fn cleared(&self) -> u64 {

@@ -384,6 +384,10 @@ impl Writer {
         if self.clear_to < cap && self.clear_to < next + CLEAR_AHEAD {
             self.clear_ahead(next);
         }
+        // Ask for the next frame's line for writing now: a reader waiting for that frame holds
+        // it shared (it polls its commit word), and the next append's stores would otherwise
+        // wait for the invalidation. Round trip between two pinned processes: p50 ~240 -> ~200 ns.
+        self.seg.prefetch_write(next);
         self.off = next;
         self.messages += 1;
         let pos = self.seg.base() + off;
