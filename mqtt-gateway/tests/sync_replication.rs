@@ -132,12 +132,21 @@ async fn mqtt5_gets_a_failure_reason_code_after_the_timeout() {
         text.contains("0 of 1 replicas of stream mqtt") && text.contains("replicas: none"),
         "{text}"
     );
-    // The message is in the primary's journal (the failure says it is not replicated).
-    assert_eq!(payloads(dir.path()), vec![b"unreplicated".to_vec()]);
+    // QoS 2 the same way: PUBREC 0x80, which ends the exchange (a PUBREL finds no packet id).
+    raw.send(&publish5("t/b", 2, 9, b"unreplicated-2")).await;
+    let (first, body) = raw.recv().await.expect("PUBREC");
+    assert_eq!((first, &body[..3]), (0x50, &[0, 9, 0x80][..]));
+    raw.send(&[0x62, 2, 0, 9]).await;
+    assert_eq!(raw.recv().await, Some((0x70, vec![0, 9, 0x92])));
+    // The messages are in the primary's journal (the failure says they are not replicated).
+    assert_eq!(
+        payloads(dir.path()),
+        vec![b"unreplicated".to_vec(), b"unreplicated-2".to_vec()]
+    );
     let m = scrape(g.metrics_addr().unwrap()).await;
     assert_eq!(
         sample(&m, "ringway_mqtt_sync_replication_timeouts_total"),
-        1
+        2
     );
     // The connection stays usable; with a replica in place the next one succeeds.
     let (stream, acks) = replica(dir.path());
