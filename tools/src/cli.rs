@@ -169,6 +169,10 @@ pub enum Command {
         /// receive (lowest latency; keeps one core busy)
         #[arg(long)]
         busy_poll: bool,
+        /// UDP: after activity look for new frames again within 10 µs, doubling the wait up to
+        /// 200 µs (lower latency for synchronously replicated MQTT publishes; more wake-ups)
+        #[arg(long)]
+        idle_backoff: bool,
     },
     /// Receive replicated streams until interrupted
     Receive {

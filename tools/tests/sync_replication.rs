@@ -161,7 +161,8 @@ struct Node {
 }
 
 impl Node {
-    fn start(sync_replicas: usize) -> Node {
+    /// `sender_flags`: extra arguments of `ringway replicate`.
+    fn start(sync_replicas: usize, sender_flags: &[&str]) -> Node {
         let primary = tempfile::tempdir().unwrap();
         let replica = tempfile::tempdir().unwrap();
         let config = primary.path().join("ringway.toml");
@@ -199,9 +200,9 @@ impl Node {
         wait_until("the gateway creates its stream", || {
             primary.path().join("mqtt").join("meta").exists()
         });
-        procs
-            .0
-            .push(spawn(&["replicate", "mqtt", "--to", &udp, "--dir", &pdir]));
+        let mut replicate = vec!["replicate", "mqtt", "--to", &udp, "--dir", &pdir];
+        replicate.extend_from_slice(sender_flags);
+        procs.0.push(spawn(&replicate));
         let acks = Stream::open(primary.path(), "mqtt").unwrap().replica_acks();
         wait_until("the sender records its receiver", || {
             !acks.entries().is_empty()
@@ -217,7 +218,7 @@ impl Node {
 
 #[test]
 fn qos1_puback_waits_for_a_udp_replica_in_another_process() {
-    let mut node = Node::start(1);
+    let mut node = Node::start(1, &[]);
     let (primary, replica, mqtt) = (node.primary.path(), node.replica.path(), node.mqtt);
     let stream = Stream::open(primary, "mqtt").unwrap();
     let acks = stream.replica_acks();
@@ -291,10 +292,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// publish -> PUBACK latency of one MQTT 3.1.1 client with `sync_replicas = 0` and `= 1`, in
 /// one run. Both nodes replicate over UDP on loopback (same processes, same load); only the
 /// waiting differs. Rounds alternate between the two so machine noise hits both alike.
+/// `RINGWAY_SYNC_BENCH_SENDER_FLAGS` adds `ringway replicate` flags to both senders (e.g.
+/// `--idle-backoff`).
 #[test]
 #[ignore]
 fn measure_sync_puback_latency() {
-    let nodes = [Node::start(0), Node::start(1)];
+    let extra = std::env::var("RINGWAY_SYNC_BENCH_SENDER_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = extra.split_whitespace().collect();
+    let flags = &flags[..];
+    let nodes = [Node::start(0, flags), Node::start(1, flags)];
     let mut clients: Vec<TcpStream> = nodes
         .iter()
         .enumerate()

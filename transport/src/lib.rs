@@ -10,6 +10,7 @@ pub mod cli;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+mod idle;
 pub mod io;
 pub mod journal;
 pub mod loss;

@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CmdError> {
             key_file,
             loss,
             busy_poll,
+            idle_backoff,
         } => replication::replicate(ringway_transport::cli::ReplicateArgs {
             stream,
             to,
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CmdError> {
             progress: None,
             loss,
             busy_poll,
+            idle_backoff,
         }),
         Command::Receive {
             listen,

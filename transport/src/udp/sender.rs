@@ -22,6 +22,7 @@ use crate::acks::AckSinks;
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::frame::align8;
+use crate::idle::IdleBackoff;
 use crate::io::{open_udp, Backend, DatagramIo, UdpOptions};
 use crate::journal::{RawReader, Source};
 use crate::loss::{LossConfig, LossyIo};
@@ -55,8 +56,15 @@ pub struct SenderConfig {
     pub session_timeout: Duration,
     /// A range retransmitted less than this long ago is not retransmitted again.
     pub nak_holdoff: Duration,
-    /// How long an idle loop iteration waits for packets (`ZERO`: busy-spin).
+    /// How long an idle loop iteration waits for packets at most (`ZERO`: busy-spin).
     pub idle_wait: Duration,
+    /// The first idle iteration after work waits this long, each further one twice as long,
+    /// up to `idle_wait` (default: `idle_wait`, no back-off). A short start (e.g. 10 µs) sees new
+    /// frames right after a quiet moment (the next request of a request/response exchange, such
+    /// as a synchronously replicated MQTT QoS 1 publish) within microseconds, and settles at
+    /// `idle_wait` after a handful of wake-ups; those wake-ups compete for the CPU with the
+    /// writer on a small machine (measured on 2 cores: see `docs/replication.md`).
+    pub idle_wait_start: Duration,
     /// Acknowledged positions are published here (synchronous mode).
     pub acks: Option<AckTracker>,
     /// Multicast (`remote` is an IPv4 group address): interface, TTL and loopback of the
@@ -91,6 +99,7 @@ impl SenderConfig {
             session_timeout: Duration::from_secs(5),
             nak_holdoff: Duration::from_millis(2),
             idle_wait: Duration::from_micros(200),
+            idle_wait_start: Duration::from_micros(200),
             acks: None,
             multicast: MulticastOptions::default(),
             destinations: Vec::new(),
@@ -179,6 +188,8 @@ pub struct UdpSender {
     rx_ranges: Vec<(std::ops::Range<usize>, SocketAddr)>,
     stats: Arc<SenderStats>,
     idle: bool,
+    /// The wait of the next idle iteration.
+    backoff: IdleBackoff,
     /// The clock read at the end of the last step, after its sends: a step that received
     /// nothing and did not wait uses it as its `now` (old by one step plus whatever the caller
     /// did in between; the timers it drives are milliseconds), so fresh data goes from the
@@ -272,6 +283,7 @@ impl UdpSender {
             rx_ranges: Vec::new(),
             stats: Arc::new(SenderStats::default()),
             idle: false,
+            backoff: IdleBackoff::new(cfg.idle_wait_start, cfg.idle_wait),
             clock: now,
             cfg,
         })
@@ -341,11 +353,12 @@ impl UdpSender {
         Ok(())
     }
 
-    /// One loop iteration: receive, react, send. Waits up to `idle_wait` when the previous
-    /// iteration found nothing to do.
+    /// One loop iteration: receive, react, send. Waits when the previous iteration found
+    /// nothing to do: `idle_wait_start`, doubling with every further idle iteration up to
+    /// `idle_wait`.
     pub fn step(&mut self) -> Result<()> {
         let timeout = if self.idle {
-            self.cfg.idle_wait
+            self.backoff.wait()
         } else {
             Duration::ZERO
         };
@@ -439,6 +452,9 @@ impl UdpSender {
             }
         }
         self.idle = !work;
+        if work {
+            self.backoff.reset();
+        }
         self.clock = Instant::now();
         Ok(())
     }
