@@ -999,6 +999,18 @@ impl Conn {
             _ => None,
         };
         if wait.is_some() || self.held.is_some() {
+            // Every held acknowledgement is a message the client still has in flight: an MQTT 5
+            // client may have no more than our Receive Maximum, a 3.1.1 client no more than its
+            // packet ids.
+            let limit = if v5 {
+                usize::from(self.broker.config.mqtt.max_inflight)
+            } else {
+                usize::from(u16::MAX)
+            };
+            if self.held.as_ref().is_some_and(|h| h.len() >= limit) {
+                Metrics::inc(&self.broker.metrics.protocol_errors);
+                return Err(Exit::Protocol(0x93));
+            }
             self.held.get_or_insert_with(Box::default).push_back(Held {
                 qos: ack.qos,
                 pkid: ack.pkid,

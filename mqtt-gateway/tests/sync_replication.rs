@@ -180,3 +180,25 @@ async fn mqtt311_is_closed_unacknowledged_and_the_redelivery_is_not_appended_twi
     assert!(g.metrics().duplicates_suppressed.load(Ordering::Relaxed) >= 1);
     g.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_client_past_receive_maximum_while_acks_are_held_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sync_config(dir.path(), 60_000);
+    c.mqtt.max_inflight = 2;
+    let (g, addr) = start(c).await;
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&connect5("sync-max")).await;
+    let (first, body) = raw.recv().await.expect("CONNACK");
+    assert_eq!((first, body[1]), (0x20, 0));
+    // Two held acknowledgements are the client's whole window; a third message exceeds our
+    // Receive Maximum (2).
+    let mut burst = Vec::new();
+    for pkid in 1..=3 {
+        burst.extend(publish5("t/m", 1, pkid, b"x"));
+    }
+    raw.send(&burst).await;
+    assert_eq!(raw.recv().await, Some((0xE0, vec![0x93])));
+    assert_eq!(raw.recv().await, None);
+    g.shutdown().await.unwrap();
+}
