@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,8 @@ pub struct SyncReplication {
     required: usize,
     timeout: Duration,
     journal: Arc<dyn Journal>,
-    watches: Mutex<HashMap<Arc<str>, Arc<StreamWatch>>>,
+    /// Read-mostly (looked up for every acknowledgement): a writer only adds a stream's watch.
+    watches: RwLock<HashMap<Arc<str>, Arc<StreamWatch>>>,
 }
 
 impl std::fmt::Debug for SyncReplication {
@@ -220,7 +221,7 @@ impl SyncReplication {
             required: cfg.sync_replicas,
             timeout: Duration::from_millis(cfg.sync_timeout_ms),
             journal,
-            watches: Mutex::default(),
+            watches: RwLock::default(),
         })
     }
 
@@ -230,7 +231,15 @@ impl SyncReplication {
     }
 
     fn watch(&self, stream: &str) -> Arc<StreamWatch> {
-        let mut map = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = self
+            .watches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+        {
+            return w.clone();
+        }
+        let mut map = self.watches.write().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = map.get(stream) {
             return w.clone();
         }
