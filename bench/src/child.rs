@@ -44,6 +44,7 @@ pub fn run(args: &EchoArgs) -> Result<()> {
     match args.system.as_str() {
         "limit" => serve::<Limit>(&ctx, spec, core),
         "limit-log" => serve::<crate::systems::limit_log::LimitLog>(&ctx, spec, core),
+        "limit-2line" => serve::<crate::systems::limit_two::LimitTwo>(&ctx, spec, core),
         "ringway" => serve::<Ringway>(&ctx, spec, core),
         "uds" => serve::<Uds>(&ctx, spec, core),
         "tcp" => serve::<Tcp>(&ctx, spec, core),

@@ -137,6 +137,7 @@ fn pingpong_processes_lists_every_peer_and_writes_all_files() {
     let n = names(&v);
     for expected in [
         "limit",
+        "limit-2line",
         "limit-log",
         "ringway",
         "ringfire",
@@ -154,6 +155,7 @@ fn pingpong_processes_lists_every_peer_and_writes_all_files() {
         );
     }
     assert_eq!(status(&v, "limit"), "ok");
+    assert_eq!(status(&v, "limit-2line"), "ok");
     assert_eq!(status(&v, "ringway"), "ok");
     for s in v["systems"].as_array().unwrap() {
         if s["status"] == "ok" {

@@ -19,6 +19,7 @@ use crate::stats::{new_histogram, record};
 use crate::systems::crossbeam::Crossbeam;
 use crate::systems::limit::Limit;
 use crate::systems::limit_log::LimitLog;
+use crate::systems::limit_two::LimitTwo;
 use crate::systems::pipe::Pipe;
 use crate::systems::ringway::Ringway;
 use crate::systems::tcp::Tcp;
@@ -37,7 +38,7 @@ pub fn run(args: &PingpongArgs) -> Result<Report> {
     let mut env = Env::new(&args.common)?;
     let core_a = env.core_a;
     env.pin("ping", core_a);
-    let systems = 4 + peers.len() as u64;
+    let systems = 5 + peers.len() as u64;
     let pb = progress(
         systems * (env.iterations + env.warmup),
         args.common.quick || env.iterations < 200_000,
@@ -54,7 +55,11 @@ pub fn run(args: &PingpongArgs) -> Result<Report> {
     let mut round_limits = Vec::new();
     for round in 0..rounds {
         d.round = round;
-        let mut this = vec![d.run::<Limit>("limit"), d.run::<LimitLog>("limit-log")];
+        let mut this = vec![
+            d.run::<Limit>("limit"),
+            d.run::<LimitTwo>("limit-2line"),
+            d.run::<LimitLog>("limit-log"),
+        ];
         this.push(d.run::<Ringway>("ringway"));
         for p in &peers {
             let r = match *p {

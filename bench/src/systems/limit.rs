@@ -48,10 +48,16 @@ impl SharedLine {
     /// The word at the start of the mapping.
     #[inline(always)]
     pub fn word(&self) -> &AtomicU64 {
-        let ptr = self.map.as_ptr() as *const AtomicU64;
-        // SAFETY: the mapping is page aligned and at least 8 bytes long, so the pointer is aligned and valid for
-        // the lifetime of `self.map`; all accesses (both processes) are atomic.
-        unsafe { &*ptr }
+        self.word_of_line(0)
+    }
+
+    /// The first word of cache line `line` (0..64) of the mapping.
+    #[inline(always)]
+    pub fn word_of_line(&self, line: usize) -> &AtomicU64 {
+        assert!(line < 64, "the mapping holds 64 lines");
+        // SAFETY: the mapping is page aligned and 4096 bytes long, so `line * 64 < 4096` gives an aligned pointer
+        // valid for the lifetime of `self.map`; all accesses (both processes) are atomic.
+        unsafe { &*(self.map.as_ptr().add(line * 64) as *const AtomicU64) }
     }
 }
 

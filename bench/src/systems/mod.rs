@@ -15,6 +15,7 @@ pub mod fdpair;
 pub mod iceoryx2;
 pub mod limit;
 pub mod limit_log;
+pub mod limit_two;
 pub mod pipe;
 pub mod ringfire;
 pub mod ringway;
