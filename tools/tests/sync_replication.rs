@@ -333,3 +333,55 @@ fn measure_sync_puback_latency() {
         percentile(&samples[1], 0.5) / percentile(&samples[0], 0.5)
     );
 }
+
+/// `window` QoS 1 publishes written at once, then their PUBACKs read: returns how many.
+fn pipelined(c: &mut TcpStream, window: u16, payload: &[u8]) -> usize {
+    let mut burst = Vec::new();
+    for pkid in 1..=window {
+        burst.extend(publish("thr/x", pkid, payload, false));
+    }
+    c.write_all(&burst).unwrap();
+    for pkid in 1..=window {
+        let (first, body) = recv(c);
+        assert_eq!((first, &body[..]), (0x40, &pkid.to_be_bytes()[..]));
+    }
+    usize::from(window)
+}
+
+/// A measurement, not a check (`--ignored --nocapture`, optimised build): QoS 1 throughput of
+/// one MQTT 3.1.1 client keeping 16 messages in flight (written with one write, so the gateway
+/// stores and acknowledges them as one batch), `sync_replicas = 0` and `= 1`, alternating rounds.
+#[test]
+#[ignore]
+fn measure_sync_pipelined_throughput() {
+    let extra = std::env::var("RINGWAY_SYNC_BENCH_SENDER_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = extra.split_whitespace().collect();
+    let nodes = [Node::start(0, &flags), Node::start(1, &flags)];
+    let mut clients: Vec<TcpStream> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| client(n.mqtt, &format!("thr-{i}"), false))
+        .collect();
+    let payload = [7u8; 64];
+    let (rounds, batches) = (20, 200);
+    let mut rate = [Vec::new(), Vec::new()];
+    for c in clients.iter_mut() {
+        pipelined(c, 16, &payload);
+    }
+    for _ in 0..rounds {
+        for (c, r) in clients.iter_mut().zip(rate.iter_mut()) {
+            let t = Instant::now();
+            let n: usize = (0..batches).map(|_| pipelined(c, 16, &payload)).sum();
+            r.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    for (i, r) in rate.iter_mut().enumerate() {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "sync_replicas={i}: median {:.0} msgs/s (rounds {:.0}..{:.0})",
+            r[r.len() / 2],
+            r[0],
+            r[r.len() - 1]
+        );
+    }
+}
