@@ -63,6 +63,9 @@ pub struct Status {
     pub subscriptions: u64,
     /// Retained topics.
     pub retained: u64,
+    /// Synchronous replication: (replicas required, acknowledgements whose replicas did not
+    /// confirm in time); `None` when off.
+    pub sync: Option<(usize, u64)>,
 }
 
 impl std::fmt::Display for Status {
@@ -78,7 +81,11 @@ impl std::fmt::Display for Status {
             self.appended,
             self.publish_out,
             self.dropped
-        )
+        )?;
+        if let Some((replicas, timeouts)) = self.sync {
+            write!(f, " | sync {replicas} replicas, {timeouts} timeouts")?;
+        }
+        Ok(())
     }
 }
 
@@ -312,6 +319,11 @@ impl Gateway {
             dropped,
             subscriptions: g(&m.subscriptions),
             retained: g(&m.retained),
+            sync: self
+                .broker
+                .sync
+                .as_ref()
+                .map(|s| (s.required(), g(&m.sync_timeouts))),
         }
     }
 

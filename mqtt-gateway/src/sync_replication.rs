@@ -38,8 +38,9 @@ use crate::journal::{Journal, ReplicaProgress};
 
 /// Longest sleep on the change signal between two reads of the table while a connection waits.
 pub const MAX_WAIT: Duration = Duration::from_millis(10);
-/// How long an idle watcher parks before it looks whether its stream is still wanted.
-const IDLE_PARK: Duration = Duration::from_millis(200);
+/// How long an idle watcher parks before it looks whether its stream is still wanted (the
+/// gateway's shutdown also unparks it).
+const IDLE_PARK: Duration = Duration::from_secs(1);
 
 /// One stream's watcher, shared by the connections waiting on it.
 pub struct StreamWatch {
@@ -372,7 +373,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         // After the deadline it parks: over 100 ms, at most the parked thread's periodic
-        // look (every 200 ms) and the iteration that noticed the deadline, instead of one read
+        // look (every second) and the iteration that noticed the deadline, instead of one read
         // per MAX_WAIT (10) or more.
         while Instant::now() < w.deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -104,6 +104,11 @@ async fn puback_waits_until_a_replica_holds_the_batch() {
     );
     assert_eq!(g.metrics().sync_waits.load(Ordering::Relaxed), 3);
     assert_eq!(g.metrics().sync_timeouts.load(Ordering::Relaxed), 0);
+    assert_eq!(g.status().sync, Some((1, 0)));
+    assert!(g
+        .status()
+        .to_string()
+        .ends_with("| sync 1 replicas, 0 timeouts"));
     // QoS 0 needs no acknowledgement and QoS 2's PUBREC waits the same way.
     raw.send(&publish4("t/a", 2, 20, false, false, b"q2")).await;
     nothing_within(&mut raw, QUIET).await;
