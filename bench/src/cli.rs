@@ -152,6 +152,11 @@ pub struct ThroughputArgs {
     /// skipped: it has no back-pressure).
     #[arg(long, default_value = "all")]
     pub peers: String,
+    /// PAUSE instructions the reader spins after a poll that found nothing, before polling again (the same for
+    /// every system). 0 polls again at once: a reader at the writer's heels then fetches every line as soon as it
+    /// is written. A few hundred (about 10 µs here) let the writer get ahead, so the reader finds batches.
+    #[arg(long, default_value_t = 0)]
+    pub reader_backoff: u32,
 }
 
 /// `fanout` options.

@@ -88,6 +88,7 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
                 count: count_for(size),
                 warm: warm_for(size),
                 writers: args.writers,
+                reader_backoff: args.reader_backoff,
                 env: &env,
                 how: "",
             };
@@ -116,6 +117,14 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
         crate::systems::ringway_channel::RING_SEGMENTS,
         SEGMENT_SIZE >> 20
     ));
+    report.notes.push(if args.reader_backoff == 0 {
+        "readers poll again at once after finding nothing (busy spin)".to_string()
+    } else {
+        format!(
+            "readers spin {} PAUSE instructions after a poll that found nothing (--reader-backoff), every system alike",
+            args.reader_backoff
+        )
+    });
     Ok(report)
 }
 
@@ -149,6 +158,8 @@ struct Throughput<'a> {
     count: u64,
     warm: u64,
     writers: usize,
+    /// PAUSEs after an empty poll (`--reader-backoff`).
+    reader_backoff: u32,
     env: &'a Env,
     /// How the system was driven (set by `run`).
     how: &'static str,
@@ -177,7 +188,13 @@ impl ChannelRun for Throughput<'_> {
                  datagrams, so a count would be a loss rate, not a throughput",
             ),
         )?;
-        measure::<C>(&ctx, self.env, warm_per_writer, per_writer)
+        measure::<C>(
+            &ctx,
+            self.env,
+            warm_per_writer,
+            per_writer,
+            self.reader_backoff,
+        )
     }
 }
 fn row(
@@ -209,7 +226,13 @@ fn row(
 }
 
 /// Moves `warm` then `timed` messages per writer through `C` and times the second part.
-fn measure<C: Channel>(ctx: &ChanCtx, env: &Env, warm: u64, timed: u64) -> Result<Measured> {
+fn measure<C: Channel>(
+    ctx: &ChanCtx,
+    env: &Env,
+    warm: u64,
+    timed: u64,
+    backoff: u32,
+) -> Result<Measured> {
     let size = ctx.payload;
     let writers = ctx.writers;
     let total = timed * writers as u64;
@@ -247,6 +270,9 @@ fn measure<C: Channel>(ctx: &ChanCtx, env: &Env, warm: u64, timed: u64) -> Resul
                 }
                 let n = rx.poll(1024, |p| check.check(p))?;
                 if n == 0 {
+                    for _ in 0..backoff {
+                        std::hint::spin_loop();
+                    }
                     if spin.spin("messages").is_err() {
                         let gap = check.bad.map_or(String::new(), |(e, g)| {
                             format!("; first wrong sequence number: expected {e}, got {g}")
