@@ -225,13 +225,7 @@ impl Reader {
             return Err(bad());
         }
         // Read before the lookup (see `map_segment`): a segment the writer enters after it is found.
-        let current = self
-            .shared
-            .meta
-            .get()
-            .retention
-            .current_segment
-            .load(Ordering::Acquire);
+        let current = self.current_segment();
         let Some(seg) = Segment::open(&self.shared.dir, index, size, false)? else {
             return if pos.is_multiple_of(size) && index == current + 1 {
                 Ok(pos)
@@ -539,6 +533,16 @@ impl Reader {
         Ok(())
     }
 
+    /// The segment the writer is in (Acquire: it publishes it only after the file exists).
+    fn current_segment(&self) -> u64 {
+        self.shared
+            .meta
+            .get()
+            .retention
+            .current_segment
+            .load(Ordering::Acquire)
+    }
+
     /// Maps the reader's segment; `false` if it does not exist yet.
     fn map_segment(&mut self) -> Result<bool> {
         let left = self.seg.take();
@@ -554,13 +558,7 @@ impl Reader {
         // lap), not a segment still to come. Read after a failed lookup instead, it would also
         // count a segment that the writer created and left in between (a reader that reached the
         // end of a segment exactly filled by frames arrives before the writer's roll).
-        let current = self
-            .shared
-            .meta
-            .get()
-            .retention
-            .current_segment
-            .load(Ordering::Acquire);
+        let current = self.current_segment();
         // Page tables are populated at map time (for a 16 MiB segment of the page cache, a few
         // hundred µs once), so the reader never takes a page fault on the hot path: a lazily
         // mapped segment faults once per fault-around block, a few µs every thousand frames.
