@@ -13,7 +13,7 @@ use crate::report::{Report, SystemResult, SystemRun};
 use crate::scenarios::{parties, progress, Env};
 use crate::spin::Spinner;
 use crate::systems::channel::{run_system, ChanCtx, Channel, ChannelRun, Rx, Tx};
-use crate::systems::ringway_channel::{frame_bytes, SEGMENT_SIZE};
+use crate::systems::ringway_channel::{frame_bytes, RING_SEGMENTS, SEGMENT_SIZE};
 use crate::systems::{parse_peers, seq_of, stamp};
 
 /// Default payload sizes.
@@ -22,10 +22,12 @@ pub const DEFAULT_SIZES: &[usize] = &[8, 32, 128, 512, 2048, 8192, 32768, 65536]
 /// Bytes of payload moved per size, at most (keeps large sizes to a sensible count).
 const MAX_BYTES_PER_SIZE: u64 = 1 << 30;
 
-/// Messages moved before timing starts, by every system: two Ringway segments' worth of frames, so that the timed
-/// part runs with Ringway's segment preparer ahead of the writer and every other system's buffers warm.
+/// Messages moved before timing starts, by every system: one lap of Ringway's ring and one more segment's worth of
+/// frames. The first lap creates the ring's files (the kernel allocates and zeroes them, on the reader's CPU); a
+/// long-running ring recycles them, as every other system reuses the buffers it allocated before its first message,
+/// so the timed part measures that steady state, with every system's buffers warm.
 fn warmup_messages(size: usize) -> u64 {
-    (2 * SEGMENT_SIZE).div_ceil(frame_bytes(size))
+    ((RING_SEGMENTS as u64 + 1) * SEGMENT_SIZE).div_ceil(frame_bytes(size))
 }
 
 /// Bits of the stamp that carry the writer's index (the rest carry its sequence number).
@@ -112,7 +114,10 @@ pub fn run(args: &ThroughputArgs) -> Result<Report> {
         MAX_BYTES_PER_SIZE >> 30,
         match explicit_warmup {
             Some(n) => format!("{n} messages"),
-            None => format!("{} MiB of frames", (2 * SEGMENT_SIZE) >> 20),
+            None => format!(
+                "{} MiB of frames (a lap of the ring and a segment)",
+                ((RING_SEGMENTS as u64 + 1) * SEGMENT_SIZE) >> 20
+            ),
         },
         crate::systems::ringway_channel::RING_SEGMENTS,
         SEGMENT_SIZE >> 20
