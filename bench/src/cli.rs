@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::spin::SpinStyle;
 use crate::systems::WaitMode;
 
 /// Ringway's latency and throughput benchmark: Ringway against the physical limit and its peers, in one run.
@@ -120,6 +121,10 @@ pub struct PingpongArgs {
     /// How kernel-based peers (uds, tcp, udp, pipe) wait: busy-polling non-blocking reads, or blocking reads.
     #[arg(long, value_enum, default_value_t = WaitMode::Spin)]
     pub wait: WaitMode,
+    /// How every waiting loop spins (every system and the limit rows alike): with a `PAUSE` per check, or back to
+    /// back.
+    #[arg(long, value_enum, default_value_t = SpinStyle::Pause)]
+    pub spin: SpinStyle,
 }
 
 /// `oneway` options.

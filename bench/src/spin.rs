@@ -4,7 +4,42 @@ use std::time::{Duration, Instant};
 
 use crate::error::{BenchError, Result};
 
-/// Spins with `PAUSE`; checks the clock only every 16384 spins, so the common short wait reads no clock.
+/// Environment variable that selects how every waiting loop spins, in this process and in the echo processes it
+/// starts (they inherit it): `pause` (default) or `busy` (no `PAUSE`). See [`SpinStyle`].
+pub const SPIN_ENV: &str = "RINGWAY_BENCH_SPIN";
+
+/// How waiting loops spin, the same for every system and for the limit rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpinStyle {
+    /// One `PAUSE` per empty check: gentler on a sibling hyperthread and on the power budget, but on this
+    /// processor a `PAUSE` lasts tens of nanoseconds, which a waiting side adds to the moment it notices a change.
+    Pause,
+    /// Checks back to back, without `PAUSE`.
+    Busy,
+}
+
+impl SpinStyle {
+    /// Name used on the command line and in [`SPIN_ENV`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpinStyle::Pause => "pause",
+            SpinStyle::Busy => "busy",
+        }
+    }
+
+    /// Makes this process and the processes it starts afterwards spin this way. Call before any waiting loop
+    /// runs (the style is read once, at the first spin).
+    pub fn apply(self) {
+        std::env::set_var(SPIN_ENV, self.as_str());
+    }
+}
+
+/// Whether waiting loops execute `PAUSE` (read once from [`SPIN_ENV`]).
+static PAUSE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var(SPIN_ENV).map_or(true, |v| v != "busy"));
+
+/// Spins with `PAUSE` (unless [`SpinStyle::Busy`] is selected); checks the clock only every 16384 spins, so the
+/// common short wait reads no clock.
 pub struct Spinner {
     spins: u32,
     started: Option<Instant>,
@@ -29,7 +64,9 @@ impl Spinner {
         if self.spins & 0x3fff == 0 {
             self.check(what)?;
         }
-        core::hint::spin_loop();
+        if *PAUSE {
+            core::hint::spin_loop();
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use crate::error::{BenchError, Result};
 use crate::pinning::PinRecord;
 use crate::report::{Report, SystemRun};
 use crate::scenarios::{progress, Env};
+use crate::spin::SpinStyle;
 use crate::stats::{new_histogram, record};
 use crate::systems::crossbeam::Crossbeam;
 use crate::systems::limit::Limit;
@@ -34,6 +35,7 @@ pub const DONE: &str = "DONE";
 
 /// Runs the scenario.
 pub fn run(args: &PingpongArgs) -> Result<Report> {
+    args.spin.apply();
     let peers = parse_peers(&args.peers)?;
     let mut env = Env::new(&args.common)?;
     let core_a = env.core_a;
@@ -103,8 +105,12 @@ pub fn run(args: &PingpongArgs) -> Result<Report> {
     }
     pb.finish_and_clear();
     let mut notes = vec![format!(
-        "{rounds} interleaved rounds; limit p50 before/after each round (ns): {}",
-        round_limits.join(", ")
+        "{rounds} interleaved rounds; limit p50 before/after each round (ns): {}; waiting loops spin {}",
+        round_limits.join(", "),
+        match args.spin {
+            SpinStyle::Pause => "with a PAUSE per check",
+            SpinStyle::Busy => "back to back, without PAUSE (--spin busy)",
+        }
     )];
     let p50 = |name: &str| {
         runs.iter()
