@@ -173,15 +173,11 @@ impl Writer {
         // range `[po, po + len)` lies inside the mapping and is not yet visible to readers.
         let dst = unsafe { self.seg.slice_mut(po, payload.len()) };
         copy_payload(dst, payload);
+        // No metadata, type, schema or CRC: every other field is zero.
         let fields = HeaderFields {
             kind: KIND_DATA,
-            flags: 0,
-            meta_len: 0,
-            type_id: 0,
             timestamp_ns: self.clock.now_ns(),
-            crc32c: 0,
-            schema_version: 0,
-            reserved: 0,
+            ..HeaderFields::default()
         };
         Some(self.commit_single(off, flen, &fields))
     }
